@@ -1,0 +1,108 @@
+"""The device-resident loader: a split is one tensor on the training device.
+
+An epoch is a permutation of indices drawn from (seed, epoch); batches are gathered by index and
+normalised (and optionally augmented) on the device, whole batches at a time. No per-sample Python,
+no worker processes. Because the order is a pure function of (seed, epoch, step), a resumed run
+sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .augment import augment_batch
+from .catalog import Split
+
+_MIX = 1_000_003  # spreads (seed, epoch, step) over distinct generator seeds
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std in raw pixel units, computed from the training split."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_split(cls, split: Split) -> "Normalization":
+        x = split.images.to(torch.float64)  # float64: exact sums over 60k images
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        return cls(tuple(mean.tolist()), tuple(std.tolist()))
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8/float (B,C,H,W) -> float32 normalised, on the images' device."""
+        shape = (1, len(self.mean), 1, 1)
+        scale = torch.tensor([1.0 / s for s in self.std], device=images.device).view(shape)
+        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)],
+                             device=images.device).view(shape)
+        return torch.addcmul(shift, images.to(torch.float32), scale)
+
+
+def epoch_seed(seed: int, epoch: int, step: int = 0) -> int:
+    return (seed * _MIX * _MIX + epoch * _MIX + step) % (2**63 - 1)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training order of epoch `epoch`: a permutation of range(n) fixed by (seed, epoch)."""
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=generator)
+
+
+class DeviceLoader:
+    """Iterates (normalised images, labels) batches of one split held on `device`.
+
+    shuffle=False gives the split in order (evaluation). With world_size > 1 each rank takes
+    every world_size-th index of the epoch permutation (its shard), all ranks the same count.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, device: torch.device | str = "cpu",
+                 norm: Normalization, shuffle: bool = False, seed: int = 0,
+                 drop_last: bool = False, augment: str = "none", translate: int = 2,
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)  # stays uint8 when the source is uint8
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.norm = norm
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.augment, self.translate = augment, translate
+        self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.start_step = 0  # first batch to yield (resume mid-epoch)
+
+    def __len__(self) -> int:
+        n = self.samples_per_rank()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def samples_per_rank(self) -> int:
+        return len(self.labels) // self.world_size
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def order(self) -> torch.Tensor:
+        """This rank's sample indices for the current epoch, on the device."""
+        n = len(self.labels)
+        idx = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else torch.arange(n)
+        idx = idx[: self.samples_per_rank() * self.world_size][self.rank :: self.world_size]
+        return idx.to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order()
+        for step in range(self.start_step, len(self)):
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+            yield self.batch(idx, step), self.labels[idx]
+        self.start_step = 0
+
+    def batch(self, idx: torch.Tensor, step: int) -> torch.Tensor:
+        x = self.norm.apply(self.images[idx])
+        if self.augment != "none":
+            seed = epoch_seed(self.seed, self.epoch, step + 1)
+            x = augment_batch(x, self.augment, self.translate, seed)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x

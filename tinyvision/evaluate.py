@@ -1,0 +1,104 @@
+"""Evaluation: loss and accuracy of a model on a split, per-class metrics, confusion matrix."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.loader import DeviceLoader
+from .runtime import autocast
+
+
+@dataclass
+class Predictions:
+    """Logits-derived outputs of one pass over a split, on the CPU."""
+
+    probs: torch.Tensor  # (N, K) softmax probabilities, float32
+    labels: torch.Tensor  # (N,) true labels
+    loss: float  # mean NLL
+    seconds: float
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.probs.argmax(dim=1)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).float().mean()) if len(self.labels) else 0.0
+
+
+@torch.inference_mode()
+def predict_loader(model: nn.Module, loader: DeviceLoader, *, tta: bool = False) -> Predictions:
+    """One pass in eval mode; probabilities averaged over shifted copies when tta is on."""
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    probs, labels = [], []
+    loss_sum = torch.zeros((), device=loader.device, dtype=torch.float64)
+    for x, y in loader:
+        with autocast(loader.device):
+            logits = model(x).float()
+        p = logits.softmax(dim=1)
+        if tta:
+            p = _tta_probs(model, x, p, loader.device)
+        loss_sum += F.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum").double()
+        probs.append(p)
+        labels.append(y)
+    model.train(was_training)
+    n = max(1, sum(len(y) for y in labels))
+    probs_t = torch.cat(probs).cpu() if probs else torch.zeros(0, 0)
+    labels_t = torch.cat(labels).cpu() if labels else torch.zeros(0, dtype=torch.long)
+    return Predictions(probs_t, labels_t, float(loss_sum) / n, time.perf_counter() - start)
+
+
+def _tta_probs(model: nn.Module, x: torch.Tensor, p: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Average with one-pixel shifts left and right (no flips: digits are not mirror-symmetric)."""
+    total = p.clone()
+    for shift in (-1, 1):
+        shifted = torch.roll(x, shifts=shift, dims=3)
+        with autocast(device):
+            total += model(shifted).float().softmax(dim=1)
+    return total / 3
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) counts: row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+@dataclass
+class ClassReport:
+    """Test-set metrics beyond loss and accuracy."""
+
+    confusion: list[list[int]]
+    precision: list[float]
+    recall: list[float]  # = per-class accuracy
+    support: list[int]
+    most_confused: list[dict] = field(default_factory=list)
+
+
+def class_report(pred: Predictions, classes: tuple[str, ...], top: int = 5) -> ClassReport:
+    k = len(classes)
+    cm = confusion_matrix(pred.labels, pred.predicted, k)
+    tp = cm.diag().double()
+    precision = (tp / cm.sum(dim=0).clamp_min(1)).tolist()
+    recall = (tp / cm.sum(dim=1).clamp_min(1)).tolist()
+    off = cm.clone()
+    off.fill_diagonal_(0)
+    pairs = []
+    for flat in off.flatten().argsort(descending=True)[:top].tolist():
+        true, predicted = divmod(flat, k)
+        if off[true, predicted] == 0:
+            break
+        pairs.append({"true": classes[true], "predicted": classes[predicted],
+                      "count": int(off[true, predicted])})
+    return ClassReport(cm.tolist(), precision, recall, cm.sum(dim=1).tolist(), pairs)
+
+
+def split_metrics(pred: Predictions) -> dict[str, float]:
+    acc = pred.accuracy
+    return {"loss": pred.loss, "accuracy": acc, "error": 1.0 - acc, "seconds": pred.seconds}

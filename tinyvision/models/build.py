@@ -1,0 +1,107 @@
+"""Build an MLP or CNN classifier (raw logits) from a ModelSpec.
+
+The flattened size comes from shape arithmetic over the layers, never typed by hand.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from collections import OrderedDict
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError, SpecError
+from .spec import ModelSpec, parse_spec
+
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
+}
+POOL_LAYERS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class Classifier(nn.Sequential):
+    """An nn.Sequential (named children conv1, act1, ..., head) that remembers how it was built."""
+
+    def __init__(self, layers: OrderedDict[str, nn.Module], spec: str,
+                 input_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__(layers)
+        self.spec = spec  # canonical spec string
+        self.input_shape = input_shape  # (C, H, W)
+        self.num_classes = num_classes
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec!r}, input_shape={self.input_shape}, num_classes={self.num_classes}"
+
+
+def build_model(spec: ModelSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> Classifier:
+    """An MLP or CNN for inputs of shape (C, H, W) giving (B, num_classes) logits."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    shape = _check_input(input_shape, num_classes)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    if spec.kind == "cnn":
+        c, h, w = _add_convs(layers, spec, shape)
+        layers["flatten"] = nn.Flatten()
+        features = _add_dense(layers, spec, c * h * w, spec.fc, names=("fc{}", None, "fc_act{}", "fc_drop{}"))
+    else:
+        layers["flatten"] = nn.Flatten()
+        features = _add_dense(layers, spec, math.prod(shape), spec.widths,
+                              names=("fc{}", "bn{}", "act{}", "drop{}"))
+    layers["head"] = nn.Linear(features, num_classes)
+    return Classifier(layers, spec.to_string(), shape, num_classes)
+
+
+def _check_input(input_shape: tuple[int, int, int], num_classes: int) -> tuple[int, int, int]:
+    try:
+        shape = tuple(operator.index(n) for n in input_shape)  # accepts torch.Size, numpy ints
+    except TypeError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _add_convs(layers: OrderedDict[str, nn.Module], spec: ModelSpec,
+               shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Append conv[-bn]-act[-pool] blocks; return the output (C, H, W)."""
+    c, h, w = shape
+    k = spec.kernel_size
+    pad = k // 2 if spec.padding is None else spec.padding
+    for i, width in enumerate(spec.widths, 1):
+        h, w = _shrink(spec, shape, f"conv{i}", h, w, lambda n: n + 2 * pad - k + 1)
+        layers[f"conv{i}"] = nn.Conv2d(c, width, k, padding=pad)
+        if spec.batch_norm:
+            layers[f"bn{i}"] = nn.BatchNorm2d(width)
+        layers[f"act{i}"] = ACTIVATION_LAYERS[spec.activation]()
+        if spec.pool != "none":
+            h, w = _shrink(spec, shape, f"pool{i}", h, w, lambda n: n // spec.pool_size)
+            layers[f"pool{i}"] = POOL_LAYERS[spec.pool](spec.pool_size)  # stride = window
+        c = width
+    return c, h, w
+
+
+def _shrink(spec: ModelSpec, shape: tuple[int, ...], layer: str, h: int, w: int,
+            size: Callable[[int], int]) -> tuple[int, int]:
+    """New (H, W) after a layer, or SpecError when the layer would leave nothing."""
+    new_h, new_w = size(h), size(w)
+    if new_h < 1 or new_w < 1:
+        raise SpecError(f"model spec {spec.to_string()!r} on {'x'.join(map(str, shape))} input: "
+                        f"{layer} output would be {max(new_h, 0)}x{max(new_w, 0)} (its input is {h}x{w})")
+    return new_h, new_w
+
+
+def _add_dense(layers: OrderedDict[str, nn.Module], spec: ModelSpec, features: int,
+               widths: tuple[int, ...], names: tuple[str, str | None, str, str]) -> int:
+    """Append Linear[-bn]-act[-dropout] per width; return the last width. `names`: fc, bn, act, drop."""
+    fc, bn, act, drop = names
+    for i, width in enumerate(widths, 1):
+        layers[fc.format(i)] = nn.Linear(features, width)
+        if spec.batch_norm and bn:
+            layers[bn.format(i)] = nn.BatchNorm1d(width)
+        layers[act.format(i)] = ACTIVATION_LAYERS[spec.activation]()
+        if spec.dropout:
+            layers[drop.format(i)] = nn.Dropout(spec.dropout)
+        features = width
+    return features

@@ -1,0 +1,149 @@
+"""The training loop: fit() runs epochs over device-resident batches with early stopping.
+
+Losses and accuracies accumulate on the device and are read once per epoch. The best weights
+(lowest validation NLL) are always restored at the end, so they are the ones a caller evaluates.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import RunConfig
+from .data.loader import DeviceLoader
+from .evaluate import predict_loader
+from .optim import PER_STEP_SCHEDULES, current_lr
+from .runtime import autocast
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training exactly where it stopped."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed within the current epoch (resume mid-epoch)
+    best_loss: float = math.inf
+    best_epoch: int = 0  # 1-based epoch of best_state; 0 = none yet
+    best_state: Optional[dict[str, torch.Tensor]] = None
+    bad_epochs: int = 0  # epochs since the last improvement (early stopping)
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    # partial sums of an interrupted epoch (loss, correct, seen, seconds) for exact resumes
+    partial: Optional[dict[str, float]] = None
+
+
+@dataclass
+class Hooks:
+    """Optional callbacks: the run directory uses these to save metrics and checkpoints."""
+
+    on_epoch_end: Callable[[TrainState, dict], None] = lambda state, row: None
+    should_stop: Callable[[], bool] = lambda: False  # polled after every step (Ctrl-C)
+    on_interrupt: Callable[[TrainState], None] = lambda state: None
+    progress: Callable[[int, int], Callable[[], None]] = lambda epoch, steps: (lambda: None)
+
+
+class Interrupted(Exception):
+    """Training stopped at a step boundary because should_stop() said so."""
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: Hooks) -> dict:
+    model, optimizer = state.model, state.optimizer
+    model.train()
+    device = loader.device
+    partial = state.partial or {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
+    loss_sum = torch.tensor(partial["loss"], device=device, dtype=torch.float64)
+    correct = torch.tensor(partial["correct"], device=device, dtype=torch.float64)
+    seen = int(partial["seen"])
+    lr_at_start = current_lr(optimizer) if state.step == 0 else partial.get("lr", current_lr(optimizer))
+    start = time.perf_counter() - partial["seconds"]
+    tick = hooks.progress(state.epoch + 1, len(loader))
+    loader.set_epoch(state.epoch, start_step=state.step)
+    check_every = 1 if device.type == "cpu" else 50  # a finiteness check is a host sync on GPU
+    for x, y in loader:
+        with autocast(device):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if state.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES:
+            state.scheduler.step()
+        with torch.no_grad():
+            nll = loss if cfg.label_smoothing == 0 else F.cross_entropy(logits.float(), y)
+            loss_sum += nll.double() * len(y)
+            correct += (logits.argmax(dim=1) == y).sum()
+        seen += len(y)
+        state.step += 1
+        tick()
+        if state.step % check_every == 0 and not torch.isfinite(loss_sum):
+            raise DivergedError(f"training loss became {float(loss_sum / seen)} at epoch "
+                                f"{state.epoch + 1}, step {state.step}")
+        if hooks.should_stop():
+            state.partial = {"loss": float(loss_sum), "correct": float(correct), "seen": seen,
+                             "seconds": time.perf_counter() - start, "lr": lr_at_start}
+            raise Interrupted()
+    if not torch.isfinite(loss_sum):
+        raise DivergedError(f"training loss became {float(loss_sum / max(seen, 1))} at epoch {state.epoch + 1}")
+    state.partial = None
+    acc = float(correct) / max(seen, 1)
+    return {"train_loss": float(loss_sum) / max(seen, 1), "train_accuracy": acc,
+            "train_error": 1.0 - acc, "lr": lr_at_start, "seconds": time.perf_counter() - start}
+
+
+def _update_best(state: TrainState, val_loss: float, cfg: RunConfig) -> None:
+    """Early-stopping bookkeeping on validation NLL; the best weights are kept in memory."""
+    if val_loss < state.best_loss - cfg.min_delta:
+        state.best_loss, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
+        state.best_state = snapshot(state.model)
+    else:
+        state.bad_epochs += 1
+    if cfg.patience is not None and state.bad_epochs >= cfg.patience:
+        state.stopped_early = True
+
+
+def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
+        cfg: RunConfig, hooks: Optional[Hooks] = None) -> TrainState:
+    """Train from state.epoch to cfg.epochs (or early stop); restore the best weights at the end."""
+    hooks = hooks or Hooks()
+    while state.epoch < cfg.epochs and not state.stopped_early:
+        row = {"epoch": state.epoch + 1, **_train_epoch(state, train_loader, cfg, hooks)}
+        val = predict_loader(state.model, val_loader)
+        row.update(val_loss=val.loss, val_accuracy=val.accuracy, val_error=1.0 - val.accuracy,
+                   val_seconds=val.seconds)
+        if state.scheduler is not None and cfg.schedule not in PER_STEP_SCHEDULES:
+            state.scheduler.step()
+        state.epoch, state.step = state.epoch + 1, 0
+        if not math.isfinite(val.loss):
+            raise DivergedError(f"validation loss became {val.loss} at epoch {state.epoch}")
+        _update_best(state, val.loss, cfg)
+        row["best_epoch"] = state.best_epoch
+        state.history.append(row)
+        hooks.on_epoch_end(state, row)
+    restore_best(state)
+    return state
+
+
+def restore_best(state: TrainState) -> None:
+    if state.best_state is not None:
+        state.model.load_state_dict(state.best_state)
+
+
+def model_copy_on_cpu(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).cpu()
