@@ -48,6 +48,18 @@ def _add_run_options(p: argparse.ArgumentParser, *, model_flag: bool) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
 
 
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="runs trained in parallel processes, each with cores/jobs threads (default: 1)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _run_config(args: argparse.Namespace, overrides: Sequence[str]) -> RunConfig:
     fields = {name: getattr(args, name) for name in [*RUN_FLAGS, "model"] if hasattr(args, name)}
     return load_config(args.config, list(overrides), **fields)
@@ -150,18 +162,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .experiments import COMPARE_COLUMNS, compare
-    from .tables import to_markdown, to_text
+    from .experiments import compare
 
     models = [m for m in args.items if "=" not in m]
     overrides = [o for o in args.items if "=" in o]
-    if len(models) < 1:
+    if not models:
         raise TinyVisionError("compare needs at least one model (preset name or spec)")
-    exp_dir, rows = compare(models, _run_config(args, overrides), out=args.out, quiet=args.quiet)
-    print(to_text(rows, COMPARE_COLUMNS))
-    atomic_write(exp_dir / "compare.md", to_markdown(rows, COMPARE_COLUMNS) + "\n")
-    print(f"runs in {exp_dir}")
-    return 0 if all(r["status"] == "completed" for r in rows) else 1
+    exp_dir, rows, table = compare(models, _run_config(args, overrides), out=args.out,
+                                   repeats=args.repeats, jobs=args.jobs, quiet=args.quiet)
+    return _finish_experiment(exp_dir, rows, table)
+
+
+def _finish_experiment(exp_dir: Path, rows: list[dict[str, Any]], table: str) -> int:
+    print(table)
+    print(f"results in {exp_dir} (results.csv, results.md)")
+    return 0 if all(r["completed"] == r["runs"] for r in rows) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .experiments import load_experiment, run_experiment
+
+    experiment = load_experiment(args.experiment, overrides=args.overrides, repeats=args.repeats)
+    exp_dir = Path(args.exp_dir) if args.exp_dir else Path(args.out) / experiment.spec.name
+    return _finish_experiment(*run_experiment(experiment, exp_dir, jobs=args.jobs, quiet=args.quiet))
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -210,7 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train several models with the same budget and print a table")
     _add_run_options(p, model_flag=False)
     p.add_argument("items", nargs="+", metavar="MODEL|key=value", help="models to compare, then config overrides")
+    _add_parallel_options(p)
+    p.add_argument("--repeats", type=int, default=1, help="seeds per model, reported as mean ± std (default: 1)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("run", help="run (or resume) an experiment file: a base config, axes, repeats")
+    p.add_argument("experiment", help="experiment YAML file (see examples/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the base config, e.g. epochs=1")
+    p.add_argument("--repeats", type=_positive_int, help="seeds per point (default: the file's)")
+    p.add_argument("--out", default="runs", help="parent folder of the experiment directory (default: runs)")
+    p.add_argument("--exp-dir", help="experiment directory (default: OUT/<name>); re-running resumes it")
+    p.add_argument("--quiet", action="store_true", help="no per-run output")
+    _add_parallel_options(p)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

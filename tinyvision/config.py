@@ -24,6 +24,8 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
+    recipe: Optional[str] = None  # named set of defaults (see `tinyvision recipes`); fields given win
+
     # data
     dataset: str = "digits"  # registry name, or folder:PATH / npz:PATH
     data_dir: Optional[str] = None  # cache of dataset files (else $TINYVISION_DATA, else user cache)
@@ -89,23 +91,30 @@ class RunConfig(BaseModel):
         return {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
 
 
-def _field_error(exc: ValidationError) -> ConfigError:
+def _field_error(exc: ValidationError, prefix: str = "config ",
+                 fields: Optional[list[str]] = None) -> ConfigError:
+    """The first validation error as one line naming the field (and the allowed values)."""
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "config"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(field, list(RunConfig.model_fields), n=1)
+        fields = fields or list(RunConfig.model_fields)
+        hint = difflib.get_close_matches(field, fields, n=1)
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-        valid = ", ".join(RunConfig.model_fields)
-        return ConfigError(f"unknown config field {field!r}.{did_you_mean} Valid fields: {valid}")
+        valid = ", ".join(fields)
+        return ConfigError(f"unknown {prefix}field {field!r}.{did_you_mean} Valid fields: {valid}")
     if err["type"] == "literal_error":
-        return ConfigError(f"config field {field!r}: {msg}, got {err.get('input')!r}")
-    return ConfigError(f"config field {field!r}: {msg} (got {err.get('input')!r})")
+        return ConfigError(f"{prefix}field {field!r}: {msg}, got {err.get('input')!r}")
+    return ConfigError(f"{prefix}field {field!r}: {msg} (got {err.get('input')!r})")
 
 
 def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
     """Validate a dict of fields (plus keyword overrides) into a RunConfig."""
     merged = {**(values or {}), **overrides}
+    if merged.get("recipe"):
+        from .recipes import recipe_values  # recipes sit above config: import on use
+
+        merged = {**recipe_values(str(merged["recipe"])), **merged}
     try:
         return RunConfig(**merged)
     except ValidationError as exc:

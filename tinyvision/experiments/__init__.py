@@ -1,4 +1,8 @@
-"""Experiments: several runs under one directory (comparisons now; sweeps and tuning build on it)."""
-from .compare import COMPARE_COLUMNS, compare, compare_row
+"""Experiments: several runs under one directory (comparisons, sweeps, repeated seeds, tuning)."""
+from .compare import compare
+from .results import collect
+from .run import run_experiment
+from .spec import Experiment, ExperimentSpec, build_experiment, load_experiment
 
-__all__ = ["COMPARE_COLUMNS", "compare", "compare_row"]
+__all__ = ["Experiment", "ExperimentSpec", "build_experiment", "collect", "compare",
+           "load_experiment", "run_experiment"]
