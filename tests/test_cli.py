@@ -32,6 +32,9 @@ MNIST_MD5 = {
 DIGITS_TEST_START = 1350  # the digits dataset's fixed split: the last 447 of sklearn's 1797 images
 
 
+# Training calls pass threads=1: these nets are tiny, and all-core OpenMP on a busy machine (other
+# test processes) runs 5-10x slower than one thread.
+
 # --- helpers -----------------------------------------------------------------------------------
 
 def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
@@ -117,7 +120,7 @@ def write_digit_pngs(folder: Path, count: int = 8) -> list[Path]:
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished 2-epoch digits-cnn run, shared read-only (tests that could change it copy it)."""
     out = tmp_path_factory.mktemp("digits-run")
-    assert main(["train", "--dataset", "digits", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--dataset", "digits", "--epochs", "2", "threads=1", "--out", str(out), "--quiet"]) == 0
     return single_run_dir(out)
 
 
@@ -213,7 +216,7 @@ def test_summary_of_a_spec(capsys):
 # --- train ---------------------------------------------------------------------------------------
 
 def test_train_writes_a_complete_run_directory(capsys, tmp_path):
-    rc, out, err = cli(capsys, "train", "--dataset", "digits", "--epochs", "2", "--out", tmp_path / "runs")
+    rc, out, err = cli(capsys, "train", "--dataset", "digits", "--epochs", "2", "threads=1", "--out", tmp_path / "runs")
     assert rc == 0
     run = single_run_dir(tmp_path / "runs")
     assert run.name.startswith("digits-digits-cnn-")
@@ -399,19 +402,30 @@ def test_predict_matches_the_model_on_the_same_images(capsys, tmp_path, digits_r
 
 def test_compare_two_models(capsys, tmp_path):
     rc, out, _ = cli(capsys, "compare", "digits-mlp", "digits-cnn", "--dataset", "digits", "--epochs", "2",
-                     "--out", tmp_path, "--quiet")
+                     "threads=1", "--out", tmp_path, "--quiet")
     assert rc == 0, out
-    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
-    assert "23,146" in lines["digits-mlp"] and "109,418" in lines["digits-cnn"]
-    assert "completed" in lines["digits-mlp"] and "completed" in lines["digits-cnn"]
-    reports = list(tmp_path.rglob("compare.md"))
-    assert len(reports) == 1
+    lines = out.strip().splitlines()
+    table = {model: [line for line in lines if re.search(rf"(^|=){model}\s", line)]
+             for model in ("digits-mlp", "digits-cnn")}
+    assert len(table["digits-mlp"]) == len(table["digits-cnn"]) == 1, out
+    assert "23,146" in table["digits-mlp"][0].split() and "109,418" in table["digits-cnn"][0].split()
+    assert lines.index(table["digits-mlp"][0]) < lines.index(table["digits-cnn"][0])  # in the order given
+
+    # the last line names the experiment folder, which holds the same table as Markdown
+    m = re.fullmatch(r"(?:results|runs) in (\S+)(?: \(.*\))?", lines[-1])
+    assert m, lines[-1]
+    exp_dir = Path(m.group(1))
+    assert exp_dir.parent == tmp_path
+    reports = sorted(exp_dir.glob("*.md"))  # compare.md before the experiments commit, results.md since
+    assert len(reports) == 1, reports
     md = reports[0].read_text()
-    assert md.startswith("| model")
-    assert re.search(r"^\| digits-mlp \| 23,146 \|", md, re.M) and re.search(r"^\| digits-cnn \| 109,418 \|", md, re.M)
-    results = [read_json(p) for p in tmp_path.rglob("result.json")]
-    assert sorted((r["model"], r["status"], r["epochs_run"]) for r in results) == [
-        ("digits-cnn", "completed", 2), ("digits-mlp", "completed", 2)]
+    assert md.startswith("| ")
+    assert re.search(r"^\| (model=)?digits-mlp \|.* 23,146 \|", md, re.M), md
+    assert re.search(r"^\| (model=)?digits-cnn \|.* 109,418 \|", md, re.M), md
+
+    results = [read_json(p) for p in exp_dir.rglob("result.json")]
+    assert sorted((r["model"], r["status"], r["epochs_run"], r["params"]) for r in results) == [
+        ("digits-cnn", "completed", 2, 109_418), ("digits-mlp", "completed", 2, 23_146)]
 
 
 # --- user errors: one line, non-zero exit --------------------------------------------------------
@@ -581,7 +595,7 @@ def test_subprocess_models_and_usage_error(tmp_path):
 
 def test_train_cnn_tiny_on_real_mnist(capsys, tmp_path, shared_data):
     rc, out, err = cli(capsys, "train", "--dataset", "mnist", "--data-dir", shared_data, "--model", "cnn-tiny",
-                       "--epochs", "1", "val_size=5000", "--out", tmp_path, "--quiet")
+                       "--epochs", "1", "val_size=5000", "threads=1", "--out", tmp_path, "--quiet")
     assert rc == 0, err
     run = single_run_dir(tmp_path)
     result = read_json(run / "result.json")

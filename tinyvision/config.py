@@ -31,6 +31,7 @@ class RunConfig(BaseModel):
     data_dir: Optional[str] = None  # cache of dataset files (else $TINYVISION_DATA, else user cache)
     val_size: Optional[Union[int, float]] = None  # count or fraction carved from train; None = dataset default
     split_seed: int = Field(0, ge=0)  # seeds the validation carve; fixed so seeds vary only training
+    train_subset: Optional[int] = Field(None, ge=1)  # train on the first N training images only
     image_size: Optional[int] = Field(None, ge=4, le=512)  # folder: datasets only (pixels per side)
     channels: Optional[Literal[1, 3]] = None  # folder: datasets only
     augment: Literal["none", "translate", "flip-translate"] = "none"  # on-device, whole batches

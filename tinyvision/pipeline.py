@@ -5,12 +5,13 @@ result dict (the same that is written to result.json).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from torch import nn
 from . import runs
 from .checkpoint import load_state, save_state, save_weights
 from .config import RunConfig, make_config
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset, Split, load_dataset
 from .data.loader import DeviceLoader, Normalization
 from .evaluate import class_report, predict_loader, split_metrics
 from .models import create_model, summarize
@@ -30,6 +31,14 @@ from .train import DivergedError, Hooks, Interrupted, TrainState, fit, snapshot
 EXIT_INTERRUPTED = 130  # documented exit code of a run stopped by Ctrl-C / SIGTERM
 
 
+class StopRun(Exception):
+    """Raised by an on_epoch callback to end a run early with its own status (e.g. "pruned")."""
+
+    def __init__(self, status: str, reason: str = "") -> None:
+        super().__init__(reason or status)
+        self.status = status
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_dataset(name: str, data_dir: Optional[str], val_size: Any, split_seed: int,
                     image_size: Optional[int], channels: Optional[int]) -> ImageDataset:
@@ -39,8 +48,12 @@ def _cached_dataset(name: str, data_dir: Optional[str], val_size: Any, split_see
 
 def load_data(cfg: RunConfig) -> ImageDataset:
     """The config's dataset (cached in-process: compare and sweeps load it once)."""
-    return _cached_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed,
+    data = _cached_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed,
                            cfg.image_size, cfg.channels)
+    if cfg.train_subset and cfg.train_subset < len(data.train):
+        n = cfg.train_subset
+        data = dataclasses.replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
+    return data
 
 
 @dataclass
@@ -182,10 +195,11 @@ def _evaluate_test(setup: Setup) -> dict[str, Any]:
 
 def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: str | Path = "runs",
           data: Optional[ImageDataset] = None, quiet: bool = False, resume: bool = False,
-          progress_prefix: str = "") -> dict[str, Any]:
+          progress_prefix: str = "", on_epoch: Optional[Callable[[dict], None]] = None) -> dict[str, Any]:
     """Train one run and write its directory; returns the result (also in result.json).
 
-    resume=True continues the run in `run_dir` from its last checkpoint.
+    resume=True continues the run in `run_dir` from its last checkpoint. on_epoch(row) is called
+    after each epoch's metrics are saved; it may raise StopRun to end the run with a status.
     """
     cfg = config if isinstance(config, RunConfig) else make_config(config)
     clock = runs.Stopwatch()
@@ -204,6 +218,8 @@ def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: s
         progress.end_epoch(row)
         runs.write_metrics(run_dir, state.history)
         save_checkpoint(setup, run_dir)
+        if on_epoch is not None:
+            on_epoch(row)
 
     with graceful_stop() as stop:
         hooks = Hooks(on_epoch_end=on_epoch_end, should_stop=stop, progress=progress.start_epoch)
@@ -214,13 +230,16 @@ def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: s
             progress.close()
             save_checkpoint(setup, run_dir)
             status = "interrupted"
+        except StopRun as exc:
+            progress.close()
+            status, reason = exc.status, str(exc)
         except DivergedError as exc:
             progress.close()
             progress.message(f"diverged: {exc}")
             status, reason = "diverged", str(exc)
     result = _base_result(setup, run_dir, status)
     result.update(started=started, total_seconds=clock())
-    if status == "diverged":
+    if status not in ("completed", "interrupted"):
         result["reason"] = reason
     if status == "completed":
         save_weights(run_dir / runs.WEIGHTS, setup.net.state_dict(), weights_metadata(setup))

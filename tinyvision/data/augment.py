@@ -17,7 +17,7 @@ def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator
     if max_shift == 0:
         return x
     b, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (max_shift,) * 4)  # zeros = the normalised mean
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4)  # zeros: black when x is raw pixels
     shifts = torch.randint(0, 2 * max_shift + 1, (2, b), device=x.device, generator=generator)
     rows = (torch.arange(h, device=x.device).view(1, h) + shifts[0].view(b, 1))  # (B,H)
     cols = (torch.arange(w, device=x.device).view(1, w) + shifts[1].view(b, 1))  # (B,W)

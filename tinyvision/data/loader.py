@@ -7,6 +7,7 @@ sees exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -34,11 +35,18 @@ class Normalization:
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """uint8/float (B,C,H,W) -> float32 normalised, on the images' device."""
-        shape = (1, len(self.mean), 1, 1)
-        scale = torch.tensor([1.0 / s for s in self.std], device=images.device).view(shape)
-        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)],
-                             device=images.device).view(shape)
+        scale, shift = _affine(self.mean, self.std, images.device)  # cached: no per-batch tensors
         return torch.addcmul(shift, images.to(torch.float32), scale)
+
+
+@functools.lru_cache(maxsize=32)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...],
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of shape (1,C,1,1) with x_norm = x * scale + shift, made once per device."""
+    shape = (1, len(mean), 1, 1)
+    scale = torch.tensor([1.0 / s for s in std], device=device).view(shape)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(shape)
+    return scale, shift
 
 
 def epoch_seed(seed: int, epoch: int, step: int = 0) -> int:
@@ -95,14 +103,16 @@ class DeviceLoader:
         order = self.order()
         for step in range(self.start_step, len(self)):
             idx = order[step * self.batch_size : (step + 1) * self.batch_size]
-            yield self.batch(idx, step), self.labels[idx]
+            yield self.batch(idx, step), self.labels.index_select(0, idx)
         self.start_step = 0
 
     def batch(self, idx: torch.Tensor, step: int) -> torch.Tensor:
-        x = self.norm.apply(self.images[idx])
+        x = self.images.index_select(0, idx)  # (B,C,H,W) gathered in the split's dtype (uint8)
         if self.augment != "none":
+            # shifted in raw pixels, so the border fills with 0 = background, not the mean
             seed = epoch_seed(self.seed, self.epoch, step + 1)
             x = augment_batch(x, self.augment, self.translate, seed)
+        x = self.norm.apply(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -1,0 +1,204 @@
+"""Line plots from run records: learning curves, sweep curves, final metric per value, comparisons.
+
+Figures are plain matplotlib Figures on an Agg canvas: pyplot is never imported, so no window can
+open, no global figure list grows and the caller's own backend is left alone. `figure_png` -> PNG.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Optional, Sequence
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from ..errors import TinyVisionError
+from .load import PointRecord, get, mean_std, point_stat
+
+METRICS = ("accuracy", "error")
+LOSS_LABEL = "loss (NLL, nats)"
+TRAIN, VAL, TEST = "tab:blue", "tab:orange", "tab:green"
+
+
+def blank_figure(width: float, height: float, layout: Optional[str] = "constrained") -> Figure:
+    """An empty Figure (size in inches) on an Agg canvas."""
+    fig = Figure(figsize=(width, height), layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def new_figure(width: float, height: float, ncols: int = 1,
+               width_ratios: Optional[Sequence[float]] = None) -> tuple[Figure, list]:
+    """A Figure on an Agg canvas with ncols side-by-side axes."""
+    fig = blank_figure(width, height)
+    return fig, list(fig.subplots(1, ncols, squeeze=False, width_ratios=width_ratios)[0])
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes; the figure's memory is released afterwards (it is cleared)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    fig.clear()
+    return buf.getvalue()
+
+
+def compact(count: float) -> str:
+    """12345 -> "12.3k", 2.5e6 -> "2.5M"."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= size:
+            return f"{count / size:.3g}{suffix}"
+    return f"{count:.3g}"
+
+
+def metric_label(metric: str) -> str:
+    if metric not in METRICS:
+        raise TinyVisionError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    return f"{metric} (%)"
+
+
+def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+
+
+def plot_learning_curves(metrics: Sequence[dict[str, float]], result: Optional[dict[str, Any]] = None, *,
+                         metric: str = "accuracy", title: str = "Learning curves") -> Figure:
+    """Loss and accuracy (or error) per epoch, train and validation; the test result as a dashed
+    line labelled with its value; the best (early-stopping) epoch as a dotted vertical line."""
+    ylabel = metric_label(metric)
+    result = result or {}
+    fig, (ax_loss, ax_acc) = new_figure(11, 4, ncols=2)
+    epochs = [r["epoch"] for r in metrics]
+    marker = "o" if len(epochs) <= 30 else None
+    panels = ((ax_loss, "loss", 1.0, LOSS_LABEL, lambda v: f"{v:.3f}"),
+              (ax_acc, metric, 100.0, ylabel, lambda v: f"{v:.2f}%"))
+    for ax, key, scale, label, fmt in panels:
+        ax.plot(epochs, [scale * r[f"train_{key}"] for r in metrics], color=TRAIN, marker=marker,
+                markersize=3, label="train")
+        ax.plot(epochs, [scale * r[f"val_{key}"] for r in metrics], color=VAL, marker=marker,
+                markersize=3, label="validation")
+        test = get(result, f"test.{key}")
+        if test is not None:
+            ax.axhline(scale * test, color=TEST, linestyle="--", label=f"test {fmt(scale * test)}")
+            ax.annotate(fmt(scale * test), (1.0, scale * test), xycoords=("axes fraction", "data"),
+                        xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom",
+                        color=TEST, fontsize=9)
+        best = result.get("best_epoch") or (metrics[-1].get("best_epoch") if metrics else None)
+        if best:
+            why = "early stop" if result.get("stopped_early") else "lowest val loss"
+            ax.axvline(best, color="gray", linestyle=":", label=f"best epoch {int(best)} ({why})")
+        _style(ax, f"{'loss' if key == 'loss' else metric} per epoch", "epoch", label)
+        ax.legend(fontsize=9)
+    if epochs:
+        for ax in (ax_loss, ax_acc):
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    return fig
+
+
+def _mean_curve(point: PointRecord, key: str) -> tuple[list[float], list[float], list[float], int]:
+    """(epochs, mean, std) over the point's completed runs; an epoch counts the runs that reached it."""
+    by_epoch: dict[float, list[float]] = {}
+    for run in point.completed:
+        for row in run.metrics:
+            by_epoch.setdefault(row["epoch"], []).append(row[key])
+    epochs = sorted(by_epoch)
+    stats = [mean_std(by_epoch[e]) for e in epochs]
+    return epochs, [m for m, _ in stats], [s for _, s in stats], len(point.completed)
+
+
+def _colors(n: int, ordered: bool) -> list:
+    """viridis for an ordered sweep (value -> colour), tab10 for unordered comparisons."""
+    cmap = matplotlib.colormaps["viridis" if ordered else "tab10"]
+    return [cmap(i / max(1, n - 1) * 0.8) if ordered else cmap(i % 10) for i in range(n)]  # 0.8: no pale yellow
+
+
+def plot_sweep_curves(points: Sequence[PointRecord], *, metric: str = "accuracy", ordered: bool = True,
+                      title: str = "Training and validation per epoch") -> Figure:
+    """One curve per point for training and validation; repeats as mean ±1 std band (ddof=1)."""
+    ylabel = metric_label(metric)
+    fig, axes = new_figure(11, 4.2, ncols=2)
+    points = [p for p in points if p.completed]
+    for ax, split, name in zip(axes, ("train", "val"), ("training", "validation")):
+        for point, color in zip(points, _colors(len(points), ordered)):
+            epochs, mean, std, n = _mean_curve(point, f"{split}_{metric}")
+            mean_pct = [100 * m for m in mean]
+            ax.plot(epochs, mean_pct, color=color, label=point.label + (f" (n={n})" if n > 1 else ""))
+            if n > 1:
+                ax.fill_between(epochs, [m - 100 * s for m, s in zip(mean_pct, std)],
+                                [m + 100 * s for m, s in zip(mean_pct, std)], color=color, alpha=0.2,
+                                linewidth=0)
+        _style(ax, f"{name} {metric}", "epoch", ylabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if points:
+        axes[1].legend(fontsize=8, title="mean ± 1 std" if any(len(p.completed) > 1 for p in points) else None)
+    fig.suptitle(title)
+    return fig
+
+
+def use_log_axis(axis: str, values: Sequence[Any]) -> bool:
+    """Log x for learning rates, and for positive values spanning more than two decades."""
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(nums) != len(values) or not nums:
+        return False
+    if axis == "lr" or axis.endswith(".lr"):
+        return min(nums) > 0
+    return min(nums) > 0 and max(nums) / min(nums) > 100
+
+
+def plot_sweep_final(points: Sequence[PointRecord], axis: str, *, metric: str = "accuracy",
+                     title: Optional[str] = None) -> Figure:
+    """Final test and best-validation metric against the swept value (mean ± 1 std, seeds as dots)."""
+    ylabel = metric_label(metric)
+    points = [p for p in points if p.completed]
+    fig, (ax,) = new_figure(7, 4.2)
+    values = [p.values.get(axis) for p in points]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    xs = values if numeric else list(range(len(points)))
+    for path, name, color in ((f"test.{metric}", "test", TEST), (f"best_val.{metric}", "best validation", VAL)):
+        stats = [point_stat(p, path) for p in points]
+        ax.errorbar(xs, [100 * m for m, _, _ in stats], yerr=[100 * s for _, s, _ in stats], color=color,
+                    marker="o", capsize=3, label=f"{name} (mean ± 1 std)")
+        for x, p in zip(xs, points):
+            seeds = [100 * v for r in p.completed if (v := get(r.result, path)) is not None]
+            if len(seeds) > 1:
+                ax.scatter([x] * len(seeds), seeds, color=color, s=10, alpha=0.5)
+    log = use_log_axis(axis, values)
+    if log:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    if numeric and len(set(values)) <= 12:  # label the swept values themselves
+        ax.set_xticks(sorted(set(values)), [f"{v:g}" for v in sorted(set(values))])
+    elif not numeric:
+        ax.set_xticks(xs, [str(v) for v in values], rotation=20, ha="right")
+    _style(ax, title or f"final {metric} vs {axis}", f"{axis} (log scale)" if log else axis, ylabel)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def plot_comparison(points: Sequence[PointRecord], *, metric: str = "accuracy",
+                    title: str = "Test result vs model size") -> Figure:
+    """Test metric (mean ± 1 std over seeds) against parameter count, log x, one labelled dot per point."""
+    ylabel = metric_label(metric)
+    points = [p for p in points if p.completed]
+    fig, (ax,) = new_figure(7, 4.5)
+    for point, color in zip(points, _colors(len(points), ordered=False)):
+        params, _, _ = point_stat(point, "params")
+        mean, std, _ = point_stat(point, f"test.{metric}")
+        if math.isnan(params) or math.isnan(mean):
+            continue
+        ax.errorbar([params], [100 * mean], yerr=[100 * std], color=color, marker="o", capsize=3,
+                    label=point.label)
+        ax.annotate(point.label, (params, 100 * mean), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: compact(v)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: compact(v) if str(round(v))[0] in "235" else ""))
+    _style(ax, title, "parameters (count, log scale)", f"test {ylabel}")
+    ax.margins(x=0.15, y=0.15)
+    if points:
+        ax.legend(fontsize=8)
+    return fig
