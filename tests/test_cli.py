@@ -144,7 +144,7 @@ def test_datasets_lists_every_dataset_with_sizes(capsys, tmp_path):
     assert rc == 0 and err == ""
     assert out.split()[:7] == ["dataset", "shape", "classes", "train", "val", "test", "files"]
     rows = table_rows(out)
-    assert set(rows) == {"digits", "mnist", "fashion-mnist", "svhn", "cifar10"}
+    assert set(rows) >= {"digits", "mnist", "fashion-mnist", "svhn", "cifar10"}
     assert rows["digits"][1:] == ["1x8x8", "10", "1000", "350", "447", "built-in"]
     assert rows["mnist"][1:] == ["1x28x28", "10", "55000", "5000", "10000", "0/4"]  # empty data dir
     assert rows["fashion-mnist"][3:6] == ["55000", "5000", "10000"]
@@ -377,8 +377,6 @@ def test_predict_csv_is_written_once_and_never_overwritten(capsys, tmp_path, dig
     assert out_csv.read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: model.safetensors has no pixel_max, so predict reads a digits "
-                                       "run's images in 0..255 units while the model was trained on 0..16")
 def test_predict_matches_the_model_on_the_same_images(capsys, tmp_path, digits_run):
     """A PNG of a test image must get the probability the model gives that image in training units."""
     import torch
@@ -401,8 +399,8 @@ def test_predict_matches_the_model_on_the_same_images(capsys, tmp_path, digits_r
 # --- compare -------------------------------------------------------------------------------------
 
 def test_compare_two_models(capsys, tmp_path):
-    rc, out, _ = cli(capsys, "compare", "digits-mlp", "digits-cnn", "--dataset", "digits", "--epochs", "2",
-                     "threads=1", "--out", tmp_path, "--quiet")
+    rc, out, _ = cli(capsys, "compare", "digits-mlp", "digits-cnn", "threads=1", "--dataset", "digits",
+                     "--epochs", "2", "--out", tmp_path, "--quiet")
     assert rc == 0, out
     lines = out.strip().splitlines()
     table = {model: [line for line in lines if re.search(rf"(^|=){model}\s", line)]
@@ -426,6 +424,17 @@ def test_compare_two_models(capsys, tmp_path):
     results = [read_json(p) for p in exp_dir.rglob("result.json")]
     assert sorted((r["model"], r["status"], r["epochs_run"], r["params"]) for r in results) == [
         ("digits-cnn", "completed", 2, 109_418), ("digits-mlp", "completed", 2, 23_146)]
+
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "mlp:8", "--dataset", "digits", "--epochs", "1", "lr=0.01"],  # models, flags, overrides
+    ["train", "--model", "mlp:8", "lr=0.01", "--epochs", "1", "seed=1"],  # overrides on both sides of a flag
+])
+def test_overrides_after_flags(capsys, tmp_path, argv):
+    rc, _, err = cli(capsys, *argv, "threads=1", "--out", tmp_path, "--quiet")
+    assert rc == 0, err
+    (cfg,) = tmp_path.rglob("config.yaml")
+    assert yaml.safe_load(cfg.read_text())["lr"] == 0.01
 
 
 # --- user errors: one line, non-zero exit --------------------------------------------------------
@@ -584,7 +593,8 @@ def test_subprocess_unreadable_image(tmp_path, digits_run):
 def test_subprocess_models_and_usage_error(tmp_path):
     proc = run_subprocess(tmp_path, "models", "cnn-*")
     assert proc.returncode == 0 and proc.stderr == ""
-    assert set(table_rows(proc.stdout)) == {"cnn-small", "cnn-tiny"}
+    names = set(table_rows(proc.stdout))
+    assert names >= {"cnn-small", "cnn-tiny"} and all(n.startswith("cnn-") for n in names)
     proc = run_subprocess(tmp_path, "train", "--epochs", "two")  # argparse: also one line, exit 2
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
 from PIL import Image
 
@@ -21,7 +21,7 @@ from tinyvision.errors import DataError, TinyVisionError
 from tinyvision.report import (confident_mistakes, figure_png, plot_comparison, plot_confusion,
                                plot_learning_curves, plot_prediction_grid, plot_sweep_curves, plot_sweep_final,
                                read_experiment, write_report, write_tensorboard)
-from tinyvision.report import tb
+from tinyvision.report import PointRecord, RunRecord, tb
 from tinyvision.report.document import Document, Heading, Table, Text, label, markdown_table, render_markdown
 from tinyvision.report.html import render_html
 from tinyvision.report.plots import use_log_axis
@@ -160,8 +160,32 @@ def test_sweep_final_metric_uses_log_axis_for_lr(sweep_dir) -> None:
     test_bars = ax.containers[0]
     assert test_bars.get_label() == "test (mean ± 1 std)"
     expected = [100 * np.mean([runs.read_result(r.dir)["test"]["accuracy"] for r in p.completed]) for p in exp.points]
-    np.testing.assert_allclose(test_bars.lines[0].get_xdata(), [0.001, 0.01])
-    np.testing.assert_allclose(test_bars.lines[0].get_ydata(), expected)
+    line = test_bars.lines[0]  # errorbar keeps the data as an object array
+    np.testing.assert_allclose(np.asarray(line.get_xdata(), dtype=float), [0.001, 0.01])
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), expected)
+
+
+def fake_point(values: dict, accuracies: list[float]) -> PointRecord:
+    runs_ = [RunRecord(Path("x"), [], {"status": "completed", "test": {"accuracy": a}, "best_val": {"accuracy": a}})
+             for a in accuracies]
+    return PointRecord("p", ", ".join(f"{k}={v}" for k, v in values.items()), values, runs_)
+
+
+def test_sweep_final_draws_one_series_per_setting_of_a_grid() -> None:
+    grid = [fake_point({"lr": lr, "batch_size": b}, [0.5 + lr + b / 1000]) for b in (32, 64) for lr in (0.1, 0.01)]
+    (ax,) = plot_sweep_final(grid, "lr", others=["lr", "batch_size"]).axes
+    assert [c.get_label() for c in ax.containers] == ["test, batch_size=32 (mean ± 1 std)",
+                                                      "test, batch_size=64 (mean ± 1 std)"]
+    line = ax.containers[1].lines[0]  # sorted by lr
+    np.testing.assert_allclose(np.asarray(line.get_xdata(), dtype=float), [0.01, 0.1])
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), [100 * 0.574, 100 * 0.664])
+    zipped = [fake_point({"model": m, "batch_size": b}, [0.6, 0.8]) for m, b in (("mlp", 32), ("cnn", 64))]
+    (ax,) = plot_sweep_final(zipped, "model", others=["model", "batch_size"]).axes
+    assert [c.get_label() for c in ax.containers] == ["test (mean ± 1 std)", "best validation (mean ± 1 std)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["mlp", "cnn"] and ax.get_xscale() == "linear"
+    np.testing.assert_allclose(np.asarray(ax.containers[0].lines[0].get_ydata(), dtype=float), [70, 70])
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]  # the single seeds
+    assert len(dots) == 4 and all(len(d.get_offsets()) == 2 for d in dots)
 
 
 @pytest.mark.parametrize("axis, values, log", [
@@ -181,8 +205,9 @@ def test_comparison_plots_test_accuracy_against_parameters(compare_dir) -> None:
     assert [c.get_label() for c in ax.containers] == ["digits-mlp", "digits-cnn"]
     for container, point in zip(ax.containers, exp.points):
         result = point.completed[0].result
-        np.testing.assert_allclose(container.lines[0].get_xdata(), [result["params"]])
-        np.testing.assert_allclose(container.lines[0].get_ydata(), [100 * result["test"]["accuracy"]])
+        line = container.lines[0]
+        np.testing.assert_allclose(np.asarray(line.get_xdata(), dtype=float), [result["params"]])
+        np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), [100 * result["test"]["accuracy"]])
 
 
 # -- confusion and prediction grids ------------------------------------------------------------
@@ -298,7 +323,7 @@ def test_write_report_for_an_unfinished_run(run_dir, tmp_path) -> None:
     runs.write_result(partial, {"status": "interrupted"})
     html_path, md_path = write_report(partial)
     md = md_path.read_text()
-    assert "This run is interrupted" in md and check_markdown_plots(partial, md) == ["plots/learning_curves.png"]
+    assert "This run is not complete (status: interrupted)" in md and check_markdown_plots(partial, md) == ["plots/learning_curves.png"]
     check_html(html_path.read_text())
 
 

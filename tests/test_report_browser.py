@@ -59,6 +59,7 @@ class Chromium:
             *complete, buffer = buffer.split(b"\0")
             for raw in complete:
                 self.messages.put(json.loads(raw))
+        os.close(self._from_browser)
         self.messages.put(None)  # the browser closed its end
 
     def send(self, method: str, params: Optional[dict] = None, session: Optional[str] = None) -> dict:

@@ -124,15 +124,20 @@ def _exit_code(result: dict[str, Any]) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .pipeline import train
 
-    if args.resume:
-        cfg = runs.read_config(args.resume)
-        result = train(cfg, run_dir=args.resume, resume=True, quiet=args.quiet)
+    resume = args.resume
+    if not resume and args.run_dir and distributed.restarted() and (Path(args.run_dir) / runs.CHECKPOINT).exists():
+        resume = args.run_dir  # torchrun restarted this worker: continue from the last checkpoint
+    if resume:
+        cfg = runs.read_config(resume)
+        result = train(cfg, run_dir=resume, resume=True, quiet=args.quiet)
     else:
         cfg = _run_config(args, args.overrides)
         result = train(cfg, run_dir=args.run_dir, out=args.out, quiet=args.quiet)
-    _print_result(result)
+    if distributed.context().is_writer:
+        _print_result(result)
     return _exit_code(result)
 
 
@@ -185,6 +190,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment, overrides=args.overrides, repeats=args.repeats)
     exp_dir = Path(args.exp_dir) if args.exp_dir else Path(args.out) / experiment.spec.name
     return _finish_experiment(*run_experiment(experiment, exp_dir, jobs=args.jobs, quiet=args.quiet))
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from .experiments.lr_find import lr_find, write_lr_find
+
+    cfg = _run_config(args, args.overrides)
+    found = lr_find(cfg, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
+    name = f"lr-find-{runs.slug(cfg.dataset)}-{runs.slug(cfg.model)}-{datetime.now():%Y%m%d-%H%M%S}"
+    out_dir = write_lr_find(Path(args.out) / name, found, cfg)
+    if found["suggested_lr"] is None:
+        raise TinyVisionError("lr-find: the loss diverged too early to suggest a rate; lower --min-lr")
+    print(f"suggested lr {found['suggested_lr']:.2e} (steepest descent; minimum/10: "
+          f"{found['min_loss_lr']:.2e}); {len(found['rows'])} steps, stopped: {found['stopped']}")
+    print(f"curve data in {out_dir / 'lr_find.csv'}")
+    return 0
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -246,11 +268,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no per-run output")
     _add_parallel_options(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("lr-find", help="sweep the learning rate up over a few hundred steps and suggest one")
+    _add_run_options(p, model_flag=True)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--min-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    p.add_argument("--max-lr", type=float, default=10.0, help="last learning rate (default: 10)")
+    p.add_argument("--steps", type=_positive_int, default=200, help="number of steps (default: 200)")
+    p.set_defaults(func=cmd_lr_find)
     return parser
 
 
+def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """parse_args, but `key=value` overrides may also come after flags (argparse fills a
+    positional list only once, before the first flag)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    late = [t for t in extra if "=" in t and not t.startswith("-")]
+    unknown = [t for t in extra if t not in late]
+    target = "items" if hasattr(args, "items") else "overrides"
+    if unknown or (late and not hasattr(args, target)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or late)}")
+    if late:
+        setattr(args, target, [*getattr(args, target), *late])
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return args.func(args)
     except TinyVisionError as exc:

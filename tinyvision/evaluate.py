@@ -43,7 +43,7 @@ def predict_loader(model: nn.Module, loader: DeviceLoader, *, tta: bool = False)
             logits = model(x).float()
         p = logits.softmax(dim=1)
         if tta:
-            p = _tta_probs(model, x, p, loader.device)
+            p = _tta_probs(model, x, p, loader.device, _background(loader))
         loss_sum += F.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum").double()
         probs.append(p)
         labels.append(y)
@@ -54,14 +54,33 @@ def predict_loader(model: nn.Module, loader: DeviceLoader, *, tta: bool = False)
     return Predictions(probs_t, labels_t, float(loss_sum) / n, time.perf_counter() - start)
 
 
-def _tta_probs(model: nn.Module, x: torch.Tensor, p: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Average with one-pixel shifts left and right (no flips: digits are not mirror-symmetric)."""
+TTA_SHIFTS = ((0, -1), (0, 1), (-1, 0), (1, 0))  # (dy, dx) one-pixel shifts averaged with the original
+
+
+def _background(loader: DeviceLoader) -> torch.Tensor:
+    """(1,C,1,1) value of a black (raw 0) pixel after normalisation: what a shift lets in."""
+    return loader.norm.apply(torch.zeros(1, len(loader.norm.mean), 1, 1, device=loader.device))
+
+
+def shift_images(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor) -> torch.Tensor:
+    """Translate a (B,C,H,W) batch by (dy, dx) pixels, filling the vacated border with `fill`."""
+    out = fill.expand_as(x).clone()
+    h, w = x.shape[-2:]
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def _tta_probs(model: nn.Module, x: torch.Tensor, p: torch.Tensor, device: torch.device,
+               fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Average with one-pixel shifts up, down, left and right (no flips: digits are not
+    mirror-symmetric); the border that a shift uncovers is filled with the background."""
+    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
     total = p.clone()
-    for shift in (-1, 1):
-        shifted = torch.roll(x, shifts=shift, dims=3)
+    for dy, dx in TTA_SHIFTS:
         with autocast(device):
-            total += model(shifted).float().softmax(dim=1)
-    return total / 3
+            total += model(shift_images(x, dy, dx, fill)).float().softmax(dim=1)
+    return total / (1 + len(TTA_SHIFTS))
 
 
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:

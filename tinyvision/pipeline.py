@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from . import runs
+from . import distributed, runs
 from .checkpoint import load_state, save_state, save_weights
 from .config import RunConfig, make_config
 from .data import ImageDataset, Split, load_dataset
@@ -71,7 +71,8 @@ class Setup:
 
 
 def build(cfg: RunConfig, data: Optional[ImageDataset] = None) -> Setup:
-    device = resolve_device(cfg.device)
+    ctx = distributed.context()
+    device = distributed.setup(ctx, resolve_device(cfg.device))
     if device.type == "cpu":
         configure_threads(cfg.threads)
     set_determinism(cfg.deterministic, device)
@@ -82,10 +83,13 @@ def build(cfg: RunConfig, data: Optional[ImageDataset] = None) -> Setup:
     init_weights(net, cfg.init)
     channels_last = use_channels_last(device, net)
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
-    model = torch.compile(net) if cfg.compile else net
+    model = distributed.wrap(net, ctx, device)
+    model = torch.compile(model) if cfg.compile else model
     loader_args = dict(device=device, norm=norm, channels_last=channels_last)
-    train_loader = DeviceLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                augment=cfg.augment, translate=cfg.translate, **loader_args)
+    train_loader = DeviceLoader(data.train, distributed.local_batch_size(cfg.batch_size, ctx),
+                                shuffle=True, seed=cfg.seed, augment=cfg.augment,
+                                translate=cfg.translate, rank=ctx.rank, world_size=ctx.world_size,
+                                **loader_args)
     val_loader = DeviceLoader(data.val, cfg.eval_batch_size, **loader_args)
     optimizer = build_optimizer(net, cfg, fused=device.type == "cuda")
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
@@ -99,6 +103,7 @@ def weights_metadata(setup: Setup) -> dict[str, Any]:
             "overrides": cfg.model_overrides(), "input_shape": list(data.input_shape),
             "classes": list(data.classes), "num_classes": data.num_classes,
             "mean": list(setup.norm.mean), "std": list(setup.norm.std), "dataset": cfg.dataset,
+            "pixel_max": data.pixel_max,
             "format": "tinyvision-weights-1"}
 
 
@@ -193,6 +198,39 @@ def _evaluate_test(setup: Setup) -> dict[str, Any]:
             "confusion": report.confusion, "most_confused": report.most_confused}
 
 
+def _open_run_dir(setup: Setup, run_dir: str | Path | None, out: str | Path, resume: bool,
+                  writer: bool) -> Optional[Path]:
+    """Resume from the directory's checkpoint, or claim a new directory (writer only)."""
+    if resume:
+        run_dir = Path(run_dir)
+        if (run_dir / runs.CHECKPOINT).exists():
+            restore_checkpoint(setup, run_dir)
+        return run_dir
+    if not writer:
+        return Path(run_dir) if run_dir else None
+    run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(out, setup.cfg)
+    runs.write_config(run_dir, setup.cfg)
+    return run_dir
+
+
+def _fit(setup: Setup, hooks: Hooks, progress: EpochProgress, save: Callable[[], None]) -> tuple[str, str]:
+    """fit() with its endings turned into a (status, reason)."""
+    try:
+        fit(setup.state, setup.train_loader, setup.val_loader, setup.cfg, hooks)
+        return "completed", ""
+    except Interrupted:
+        progress.close()
+        save()  # resumable from this very step
+        return "interrupted", "stopped by a signal; resume with --resume"
+    except StopRun as exc:
+        progress.close()
+        return exc.status, str(exc)
+    except DivergedError as exc:
+        progress.close()
+        progress.message(f"diverged: {exc}")
+        return "diverged", str(exc)
+
+
 def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: str | Path = "runs",
           data: Optional[ImageDataset] = None, quiet: bool = False, resume: bool = False,
           progress_prefix: str = "", on_epoch: Optional[Callable[[dict], None]] = None) -> dict[str, Any]:
@@ -200,51 +238,42 @@ def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: s
 
     resume=True continues the run in `run_dir` from its last checkpoint. on_epoch(row) is called
     after each epoch's metrics are saved; it may raise StopRun to end the run with a status.
+    Under torchrun only rank 0 writes.
     """
     cfg = config if isinstance(config, RunConfig) else make_config(config)
     clock = runs.Stopwatch()
+    writer = distributed.context().is_writer
     setup = build(cfg, data)
-    if resume:
-        run_dir = Path(run_dir)
-        restore_checkpoint(setup, run_dir) if (run_dir / runs.CHECKPOINT).exists() else None
-    else:
-        run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(out, cfg)
-        runs.write_config(run_dir, cfg)
+    run_dir = _open_run_dir(setup, run_dir, out, resume, writer)
     started = runs.now()
-    runs.write_result(run_dir, {"status": "running", "started": started})
-    progress = EpochProgress(cfg.epochs, quiet=quiet, prefix=progress_prefix)
+    if writer:
+        runs.write_result(run_dir, {"status": "running", "started": started})
+    progress = EpochProgress(cfg.epochs, quiet=quiet or not writer, prefix=progress_prefix)
+
+    def save() -> None:
+        if writer:
+            save_checkpoint(setup, run_dir)
 
     def on_epoch_end(state: TrainState, row: dict) -> None:
         progress.end_epoch(row)
-        runs.write_metrics(run_dir, state.history)
-        save_checkpoint(setup, run_dir)
+        if writer:
+            runs.write_metrics(run_dir, state.history)
+        save()
         if on_epoch is not None:
             on_epoch(row)
 
     with graceful_stop() as stop:
         hooks = Hooks(on_epoch_end=on_epoch_end, should_stop=stop, progress=progress.start_epoch)
-        status = "completed"
-        try:
-            fit(setup.state, setup.train_loader, setup.val_loader, cfg, hooks)
-        except Interrupted:
-            progress.close()
-            save_checkpoint(setup, run_dir)
-            status = "interrupted"
-        except StopRun as exc:
-            progress.close()
-            status, reason = exc.status, str(exc)
-        except DivergedError as exc:
-            progress.close()
-            progress.message(f"diverged: {exc}")
-            status, reason = "diverged", str(exc)
+        status, reason = _fit(setup, hooks, progress, save)
     result = _base_result(setup, run_dir, status)
-    result.update(started=started, total_seconds=clock())
-    if status not in ("completed", "interrupted"):
+    result.update(started=started)
+    if reason and status != "completed":
         result["reason"] = reason
     if status == "completed":
-        save_weights(run_dir / runs.WEIGHTS, setup.net.state_dict(), weights_metadata(setup))
+        if writer:
+            save_weights(run_dir / runs.WEIGHTS, setup.net.state_dict(), weights_metadata(setup))
         result["test"] = _evaluate_test(setup)
-        result["total_seconds"] = clock()
-    result["finished"] = runs.now()
-    runs.write_result(run_dir, result)  # last: its status marks the directory complete
+    result.update(total_seconds=clock(), finished=runs.now())
+    if writer:
+        runs.write_result(run_dir, result)  # last: its status marks the directory complete
     return result

@@ -38,6 +38,7 @@ class ImageDataset:
     train: Split
     val: Split
     test: Split
+    pixel_max: float = 255.0  # the value of a white pixel in the source (Digits: 16)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -64,6 +65,7 @@ class DatasetInfo:
     options: Mapping[str, Any] = field(default_factory=dict)  # option -> default
     optional_files: Mapping[str, str] = field(default_factory=dict)  # file name -> option needing it
     shuffle_val: bool = True  # False: validation is the last rows of train (a fixed split)
+    pixel_max: float = 255.0  # the value of a white pixel (image files are scaled to it)
 
     def files_for(self, options: Mapping[str, Any]) -> tuple[RemoteFile, ...]:
         """The files these options need (optional ones only when their option is on)."""
@@ -131,7 +133,7 @@ def _idx_files(urls: tuple[str, ...], md5s: tuple[str, ...], sha256s: tuple[str,
 _register(DatasetInfo(
     name="digits", description="UCI handwritten digits, 8x8 grayscale (values 0..16); fixed split",
     input_shape=(1, 8, 8), classes=_DIGITS, sizes={"train": 1350, "test": 447}, files=(),
-    default_val=350, load=_load_digits, shuffle_val=False,
+    default_val=350, load=_load_digits, shuffle_val=False, pixel_max=16.0,
     source="UCI ML optical recognition of handwritten digits, shipped in scikit-learn (CC BY 4.0)"))
 
 _register(DatasetInfo(
@@ -239,7 +241,7 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
         if options:
             raise ConfigError(f"options {sorted(options)} do not apply to {name}")
         arrays, classes = _load_prefixed(name, image_size, channels)
-        default_val, shuffle = 0.1, True
+        default_val, shuffle, pixel_max = 0.1, True, 255.0
     else:
         info = _lookup(name)
         for key, value in (("image_size", image_size), ("channels", channels)):
@@ -249,12 +251,12 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
         paths = ensure_files(name, info.files_for(opts), data_root(data_dir), download=download)
         arrays, classes = info.load(paths, opts), info.classes
         _check_arrays(name, arrays, info.input_shape, len(classes))
-        default_val, shuffle = info.default_val, info.shuffle_val
+        default_val, shuffle, pixel_max = info.default_val, info.shuffle_val, info.pixel_max
     train_x, train_y = arrays["train"]
     count = _val_count(default_val if val_size is None else val_size, len(train_y))
     val_idx, train_idx = _carve(len(train_y), count, seed, shuffle)
     return ImageDataset(name, tuple(classes), _split(train_x, train_y, train_idx),
-                        _split(train_x, train_y, val_idx), _split(*arrays["test"], None))
+                        _split(train_x, train_y, val_idx), _split(*arrays["test"], None), pixel_max)
 
 
 def _lookup(name: str) -> DatasetInfo:

@@ -16,9 +16,10 @@ from . import tables
 from .document import Code, Document, Heading, Text, render_markdown
 from .grids import confident_mistakes, plot_confusion, plot_prediction_grid
 from .html import render_html
-from .load import ExperimentRecord, PointRecord, RunRecord, is_experiment, point_stat, predict_test, read_experiment, \
-    read_run
-from .plots import metric_label, plot_comparison, plot_learning_curves, plot_sweep_curves, plot_sweep_final
+from .load import (MANIFEST, ExperimentRecord, PointRecord, RunRecord, is_experiment, point_stat, predict_test,
+                   read_experiment, read_run)
+from .plots import (is_numeric, metric_label, plot_comparison, plot_learning_curves, plot_sweep_curves,
+                    plot_sweep_final)
 
 HTML, MARKDOWN, PLOTS = "report.html", "report.md", "plots"
 
@@ -37,7 +38,7 @@ def write_report(path: str | Path, *, metric: str = "accuracy", grid: int = 32,
     elif (path / runs.CONFIG).exists() or (path / runs.RESULT).exists():
         doc = run_document(read_run(path), metric=metric, grid=grid, mistakes=mistakes)
     else:
-        raise DataError(f"{path}: neither a run directory ({runs.CONFIG}) nor an experiment ({'manifest.json'})")
+        raise DataError(f"{path}: neither a run directory (no {runs.CONFIG}) nor an experiment (no {MANIFEST})")
     (path / PLOTS).mkdir(exist_ok=True)
     for plot in doc.plots:
         atomic_write(path / PLOTS / f"{plot.name}.png", plot.png)
@@ -52,12 +53,12 @@ def run_document(run: RunRecord, *, metric: str = "accuracy", grid: int = 32, mi
     result = run.result
     name = " / ".join(str(result[k]) for k in ("dataset", "model") if result.get(k)) or run.dir.name
     doc = Document(f"Run report: {name}")
+    grids = "; the prediction grids re-run its saved model on the test split" if run.completed else ""
     doc.add(Text(f"Run directory: {run.dir.name} (status: {run.status}). Numbers are read from its "
-                 f"{runs.METRICS} and {runs.RESULT}; the prediction grids re-run its saved model on the "
-                 "test split."))
+                 f"{runs.METRICS} and {runs.RESULT}{grids}."))
     if not run.completed:
-        doc.add(Text(f"This run is {run.status}: there is no test evaluation; curves show the epochs "
-                     "recorded so far.", note=True))
+        doc.add(Text(f"This run is not complete (status: {run.status}): there is no test evaluation; "
+                     "curves show the epochs recorded so far.", note=True))
     doc.add(Heading("Summary"), tables.run_summary_table(result, run.metrics))
     _curves_section(doc, run, metric)
     if result.get("test"):
@@ -151,11 +152,12 @@ def experiment_document(exp: ExperimentRecord, *, metric: str = "accuracy") -> D
     doc = Document(f"{kind} report: {exp.name}")
     total, done = len(exp.all_runs), len(exp.all_runs) - len(exp.skipped)
     doc.add(Text(f"Experiment directory: {exp.dir.name}. Varied: {', '.join(exp.axes) or '-'}; "
-                 f"{len(exp.points)} points, {done} of {total} runs completed."))
+                 f"{plural(len(exp.points), 'point')}, {done} of {plural(total, 'run')} completed."))
     if exp.skipped:
         listed = ", ".join(f"{p.label} seed {r.seed} ({r.status})" for p, r in exp.skipped)
-        count = f"{len(exp.skipped)} runs are" if len(exp.skipped) > 1 else "1 run is"
-        doc.add(Text(f"{count} not completed and left out of every number and plot: {listed}.", note=True))
+        verb = "is" if len(exp.skipped) == 1 else "are"
+        doc.add(Text(f"{plural(len(exp.skipped), 'run')} {verb} not completed and left out of every number "
+                     f"and plot: {listed}.", note=True))
     doc.add(Heading("Results"), tables.points_table(exp, metric))
     ready = [p for p in exp.points if p.completed]
     if not ready:
@@ -173,13 +175,26 @@ def _experiment_plots(doc: Document, exp: ExperimentRecord, metric: str) -> None
         doc.plot("comparison", plot_comparison(exp.points, metric=metric),
                  f"Test {metric} against parameter count (log scale); bars: ±1 std over seeds.")
     elif exp.axes:
-        axis = exp.axes[0]
-        doc.plot("sweep_final", plot_sweep_final(exp.points, axis, metric=metric),
+        axis = main_axis(exp)
+        doc.plot("sweep_final", plot_sweep_final(exp.points, axis, others=exp.axes, metric=metric),
                  f"Final test and best-validation {metric} against {axis}; bars: ±1 std over seeds, "
                  "dots: single seeds.")
     doc.add(Heading("Training curves"))
     doc.plot("sweep_curves", plot_sweep_curves(exp.points, metric=metric, ordered=ordered),
              "One curve per point; with repeats, the mean over seeds and a ±1 std band.")
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def main_axis(exp: ExperimentRecord) -> str:
+    """The x axis of a sweep: lr if varied, else the first numeric field with the most values."""
+    if "lr" in exp.axes:
+        return "lr"
+    spread = {a: len({str(p.values.get(a)) for p in exp.points}) for a in exp.axes}
+    numeric = [a for a in exp.axes if is_numeric([p.values.get(a) for p in exp.points])]
+    return max(numeric or exp.axes, key=lambda a: spread[a])
 
 
 def _best_point(doc: Document, exp: ExperimentRecord, metric: str) -> None:

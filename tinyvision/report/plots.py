@@ -150,23 +150,44 @@ def use_log_axis(axis: str, values: Sequence[Any]) -> bool:
     return min(nums) > 0 and max(nums) / min(nums) > 100
 
 
-def plot_sweep_final(points: Sequence[PointRecord], axis: str, *, metric: str = "accuracy",
-                     title: Optional[str] = None) -> Figure:
-    """Final test and best-validation metric against the swept value (mean ± 1 std, seeds as dots)."""
+def is_numeric(values: Sequence[Any]) -> bool:
+    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def sweep_groups(points: Sequence[PointRecord], axis: str,
+                 others: Sequence[str] = ()) -> list[tuple[str, list[PointRecord]]]:
+    """Points split into series by the values of the other varied fields (a grid), else one series."""
+    others = [a for a in others if a != axis]
+    groups: dict[str, list[PointRecord]] = {}
+    for p in points:
+        groups.setdefault(", ".join(f"{a}={p.values.get(a)}" for a in others), []).append(p)
+    if len(groups) <= 1 or all(len(g) == 1 for g in groups.values()):  # zipped fields: one series
+        return [("", list(points))]
+    return list(groups.items())
+
+
+def plot_sweep_final(points: Sequence[PointRecord], axis: str, *, others: Sequence[str] = (),
+                     metric: str = "accuracy", title: Optional[str] = None) -> Figure:
+    """Final test and best-validation metric against the swept value (mean ± 1 std, seeds as dots).
+
+    others: the experiment's other varied fields; on a grid each of their settings is its own test series.
+    """
     ylabel = metric_label(metric)
     points = [p for p in points if p.completed]
     fig, (ax,) = new_figure(7, 4.2)
     values = [p.values.get(axis) for p in points]
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    xs = values if numeric else list(range(len(points)))
-    for path, name, color in ((f"test.{metric}", "test", TEST), (f"best_val.{metric}", "best validation", VAL)):
-        stats = [point_stat(p, path) for p in points]
-        ax.errorbar(xs, [100 * m for m, _, _ in stats], yerr=[100 * s for _, s, _ in stats], color=color,
-                    marker="o", capsize=3, label=f"{name} (mean ± 1 std)")
-        for x, p in zip(xs, points):
-            seeds = [100 * v for r in p.completed if (v := get(r.result, path)) is not None]
-            if len(seeds) > 1:
-                ax.scatter([x] * len(seeds), seeds, color=color, s=10, alpha=0.5)
+    numeric = is_numeric(values)
+    categories = list(dict.fromkeys(map(str, values)))  # first-seen order
+    groups = sweep_groups(points, axis, others)
+    colors = _colors(len(groups), ordered=False) if len(groups) > 1 else [TEST]
+    for (name, group), color in zip(groups, colors):
+        series = [(f"test.{metric}", f"test, {name}" if name else "test", color)]
+        if len(groups) == 1:
+            series.append((f"best_val.{metric}", "best validation", VAL))
+        group = sorted(group, key=lambda p: p.values.get(axis)) if numeric else group
+        xs = [p.values.get(axis) if numeric else categories.index(str(p.values.get(axis))) for p in group]
+        for path, label, c in series:
+            _errorbar_with_seeds(ax, xs, group, path, label, c)
     log = use_log_axis(axis, values)
     if log:
         ax.set_xscale("log")
@@ -174,10 +195,21 @@ def plot_sweep_final(points: Sequence[PointRecord], axis: str, *, metric: str = 
     if numeric and len(set(values)) <= 12:  # label the swept values themselves
         ax.set_xticks(sorted(set(values)), [f"{v:g}" for v in sorted(set(values))])
     elif not numeric:
-        ax.set_xticks(xs, [str(v) for v in values], rotation=20, ha="right")
+        ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
     _style(ax, title or f"final {metric} vs {axis}", f"{axis} (log scale)" if log else axis, ylabel)
     ax.legend(fontsize=9)
     return fig
+
+
+def _errorbar_with_seeds(ax, xs: list, points: list[PointRecord], path: str, label: str, color: Any) -> None:
+    """Mean ± 1 std per point as an errorbar line; single seeds as faint dots when there are repeats."""
+    stats = [point_stat(p, path) for p in points]
+    ax.errorbar(xs, [100 * m for m, _, _ in stats], yerr=[100 * s for _, s, _ in stats], color=color,
+                marker="o", capsize=3, label=f"{label} (mean ± 1 std)")
+    for x, p in zip(xs, points):
+        seeds = [100 * v for r in p.completed if (v := get(r.result, path)) is not None]
+        if len(seeds) > 1:
+            ax.scatter([x] * len(seeds), seeds, color=color, s=10, alpha=0.5)
 
 
 def plot_comparison(points: Sequence[PointRecord], *, metric: str = "accuracy",
@@ -185,7 +217,7 @@ def plot_comparison(points: Sequence[PointRecord], *, metric: str = "accuracy",
     """Test metric (mean ± 1 std over seeds) against parameter count, log x, one labelled dot per point."""
     ylabel = metric_label(metric)
     points = [p for p in points if p.completed]
-    fig, (ax,) = new_figure(7, 4.5)
+    fig, (ax,) = new_figure(8.5, 4.5)
     for point, color in zip(points, _colors(len(points), ordered=False)):
         params, _, _ = point_stat(point, "params")
         mean, std, _ = point_stat(point, f"test.{metric}")
@@ -199,6 +231,6 @@ def plot_comparison(points: Sequence[PointRecord], *, metric: str = "accuracy",
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: compact(v) if str(round(v))[0] in "235" else ""))
     _style(ax, title, "parameters (count, log scale)", f"test {ylabel}")
     ax.margins(x=0.15, y=0.15)
-    if points:
-        ax.legend(fontsize=8)
+    if points:  # outside the axes: error bars are not avoided by loc="best"
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig

@@ -1,0 +1,82 @@
+"""Multi-process training under torchrun (DistributedDataParallel).
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `tinyvision train` then joins the process group
+(gloo on CPU, nccl on CUDA), each rank trains on its shard of every epoch's permutation with
+batch_size / world_size samples per step (so the global batch is the config's), and only rank 0
+writes the run directory.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+
+def context() -> Context:
+    """The torchrun environment (single process when WORLD_SIZE is absent or 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Context(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def restarted() -> bool:
+    """True in a worker that torchrun restarted after a failure."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def setup(ctx: Context, device: torch.device) -> torch.device:
+    """Join the process group once; on CUDA each rank takes the GPU of its local rank."""
+    if not ctx.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def local_batch_size(global_batch: int, ctx: Context) -> int:
+    if global_batch % ctx.world_size:
+        raise ConfigError(f"config field 'batch_size': {global_batch} does not split evenly over "
+                          f"{ctx.world_size} processes")
+    return global_batch // ctx.world_size
+
+
+def wrap(model: torch.nn.Module, ctx: Context, device: torch.device) -> torch.nn.Module:
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    # no buffer sync inside forward: evaluation on every rank needs no collective
+    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+
+
+def all_reduce_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
+    if ctx.enabled:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.enabled:
+        dist.barrier()

@@ -1,0 +1,79 @@
+"""Learning-rate finder: raise the rate exponentially over a few hundred steps until the loss
+diverges; suggest the rate where the smoothed loss falls fastest (Smith 2017, fastai's 'steep')."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import atomic_write
+from ..config import RunConfig
+from ..runtime import autocast
+from ..tables import to_csv
+
+
+def _batches(loader):
+    """Batches forever, epoch after epoch."""
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def lr_find(cfg: RunConfig, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int = 200,
+            diverge: float = 4.0, beta: float = 0.98) -> dict[str, Any]:
+    """Returns {"rows": [{step, lr, loss, smoothed_loss}], "suggested_lr", "min_loss_lr", "stopped"}."""
+    from ..pipeline import build  # experiments sit above the pipeline
+
+    setup = build(cfg.model_copy(update={"schedule": "none", "lr": min_lr}))
+    model, optimizer = setup.state.model, setup.state.optimizer
+    model.train()
+    rows, avg, best, stopped = [], 0.0, math.inf, "max_lr"
+    for step, (x, y) in zip(range(steps), _batches(setup.train_loader)):
+        lr = min_lr * (max_lr / min_lr) ** (step / max(1, steps - 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(setup.device):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())  # one sync per step is fine here: a few hundred steps in all
+        if not math.isfinite(value):
+            stopped = "nan"
+            break
+        avg = beta * avg + (1 - beta) * value
+        smoothed = avg / (1 - beta ** (step + 1))
+        rows.append({"step": step, "lr": lr, "loss": value, "smoothed_loss": smoothed})
+        best, start = min(best, smoothed), rows[0]["smoothed_loss"]
+        # diverged: far above the best, or back above the starting loss after a real descent
+        if step > 10 and (smoothed > diverge * best or (best < 0.8 * start and smoothed > start)):
+            stopped = "diverged"
+            break
+    return {"rows": rows, "stopped": stopped, **suggest(rows)}
+
+
+def suggest(rows: list[dict[str, float]]) -> dict[str, float | None]:
+    """Steepest descent of the smoothed loss against log lr; also the minimum's lr / 10."""
+    if len(rows) < 5:
+        return {"suggested_lr": None, "min_loss_lr": None}
+    lrs = torch.tensor([r["lr"] for r in rows]).log10()
+    loss = torch.tensor([r["smoothed_loss"] for r in rows])
+    low = int(loss.argmin())
+    slopes = (loss[1:] - loss[:-1]) / (lrs[1:] - lrs[:-1])
+    steep = int(slopes[: max(1, low)].argmin())  # before the minimum: after it the loss is rising
+    return {"suggested_lr": rows[steep]["lr"], "min_loss_lr": rows[low]["lr"] / 10}
+
+
+def write_lr_find(out_dir: str | Path, found: dict[str, Any], cfg: RunConfig) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "lr_find.csv", to_csv(found["rows"]))
+    summary = {k: v for k, v in found.items() if k != "rows"}
+    atomic_write(out_dir / "lr_find.json", json.dumps({**summary, "config": cfg.model_dump()}, indent=2))
+    return out_dir
