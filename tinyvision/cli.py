@@ -46,6 +46,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, model_flag: bool) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"{help_text} (default: from config)")
     p.add_argument("--out", default="runs", help="folder for new run directories (default: runs)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    p.add_argument("--no-report", action="store_true", help="skip writing report.html / report.md at the end")
 
 
 def _add_parallel_options(p: argparse.ArgumentParser) -> None:
@@ -138,7 +139,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(cfg, run_dir=args.run_dir, out=args.out, quiet=args.quiet)
     if distributed.context().is_writer:
         _print_result(result)
+        if result["status"] == "completed":
+            _report(args, result["run_dir"])
     return _exit_code(result)
+
+
+def _report(args: argparse.Namespace, path: str | Path) -> None:
+    """The HTML/Markdown report at the end of train, compare and run (unless --no-report)."""
+    if getattr(args, "no_report", False):
+        return
+    from .report import write_report
+
+    html, _ = write_report(path)
+    print(f"report: {html}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -175,12 +188,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise TinyVisionError("compare needs at least one model (preset name or spec)")
     exp_dir, rows, table = compare(models, _run_config(args, overrides), out=args.out,
                                    repeats=args.repeats, jobs=args.jobs, quiet=args.quiet)
-    return _finish_experiment(exp_dir, rows, table)
+    return _finish_experiment(args, exp_dir, rows, table)
 
 
-def _finish_experiment(exp_dir: Path, rows: list[dict[str, Any]], table: str) -> int:
+def _finish_experiment(args: argparse.Namespace, exp_dir: Path, rows: list[dict[str, Any]], table: str) -> int:
     print(table)
     print(f"results in {exp_dir} (results.csv, results.md)")
+    if any(r["completed"] for r in rows):
+        _report(args, exp_dir)
     return 0 if all(r["completed"] == r["runs"] for r in rows) else 1
 
 
@@ -189,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.experiment, overrides=args.overrides, repeats=args.repeats)
     exp_dir = Path(args.exp_dir) if args.exp_dir else Path(args.out) / experiment.spec.name
-    return _finish_experiment(*run_experiment(experiment, exp_dir, jobs=args.jobs, quiet=args.quiet))
+    return _finish_experiment(args, *run_experiment(experiment, exp_dir, jobs=args.jobs, quiet=args.quiet))
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -206,6 +221,16 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     print(f"suggested lr {found['suggested_lr']:.2e} (steepest descent; minimum/10: "
           f"{found['min_loss_lr']:.2e}); {len(found['rows'])} steps, stopped: {found['stopped']}")
     print(f"curve data in {out_dir / 'lr_find.csv'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report, write_tensorboard
+
+    html, md = write_report(args.path, metric=args.metric)
+    print(f"report: {html}\nsummary: {md}")
+    if args.tensorboard:
+        print(f"tensorboard: {write_tensorboard(args.path)}")
     return 0
 
 
@@ -266,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="parent folder of the experiment directory (default: runs)")
     p.add_argument("--exp-dir", help="experiment directory (default: OUT/<name>); re-running resumes it")
     p.add_argument("--quiet", action="store_true", help="no per-run output")
+    p.add_argument("--no-report", action="store_true", help="skip writing report.html / report.md at the end")
     _add_parallel_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("lr-find", help="sweep the learning rate up over a few hundred steps and suggest one")
@@ -275,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-lr", type=float, default=10.0, help="last learning rate (default: 10)")
     p.add_argument("--steps", type=_positive_int, default=200, help="number of steps (default: 200)")
     p.set_defaults(func=cmd_lr_find)
+
+    from .experiments.tune import add_tune_command
+    add_tune_command(sub)
+
+    p = sub.add_parser("report", help="write report.html (self-contained) and report.md for a run or experiment")
+    p.add_argument("path", help="run directory or experiment directory")
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "error"],
+                   help="plot accuracy or error (default: accuracy)")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (run only)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -8,6 +8,7 @@ writes the run directory.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,10 @@ def setup(ctx: Context, device: torch.device) -> torch.device:
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # A failed connection should fail the worker (torchrun then restarts it), not hang it:
+        # gloo's connect after a restart can stall, so collectives time out after this long.
+        timeout = timedelta(seconds=float(os.environ.get("TINYVISION_DIST_TIMEOUT", "300")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return device
 
 

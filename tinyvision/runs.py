@@ -31,7 +31,6 @@ from .errors import DataError, TinyVisionError
 
 CONFIG, METRICS, RESULT = "config.yaml", "metrics.csv", "result.json"
 WEIGHTS, CHECKPOINT = "model.safetensors", "checkpoint.safetensors"
-FINAL_STATUSES = {"completed", "diverged", "failed", "interrupted"}
 
 
 def slug(text: str) -> str:

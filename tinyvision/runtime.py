@@ -46,9 +46,10 @@ def autocast(device: torch.device) -> ContextManager:
 
 
 def use_channels_last(device: torch.device, model: torch.nn.Module) -> bool:
-    """channels_last pays on CUDA convolutions; on CPU oneDNN picks its own layout."""
+    """channels_last pays for convolutions on CUDA (tensor cores) and on CPU, where oneDNN's
+    convolutions and batch norm run NHWC natively and skip layout reorders (benchmarks/README.md)."""
     has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    return device.type == "cuda" and has_conv
+    return device.type in ("cuda", "cpu") and has_conv
 
 
 def set_determinism(enabled: bool, device: torch.device) -> None:

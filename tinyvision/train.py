@@ -63,7 +63,8 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: Hooks) -> dict:
+def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: Hooks) -> dict:
+    """One pass over `loader` from state.step; the epoch's metrics row (no validation)."""
     model, optimizer = state.model, state.optimizer
     model.train()
     device = loader.device
@@ -107,6 +108,9 @@ def _train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks:
             "train_error": 1.0 - acc, "lr": lr_at_start, "seconds": time.perf_counter() - start}
 
 
+_train_epoch = train_epoch  # the earlier private name
+
+
 def _update_best(state: TrainState, val_loss: float, cfg: RunConfig) -> None:
     """Early-stopping bookkeeping on validation NLL; the best weights are kept in memory."""
     if val_loss < state.best_loss - cfg.min_delta:
@@ -123,7 +127,7 @@ def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
     """Train from state.epoch to cfg.epochs (or early stop); restore the best weights at the end."""
     hooks = hooks or Hooks()
     while state.epoch < cfg.epochs and not state.stopped_early:
-        row = {"epoch": state.epoch + 1, **_train_epoch(state, train_loader, cfg, hooks)}
+        row = {"epoch": state.epoch + 1, **train_epoch(state, train_loader, cfg, hooks)}
         val = predict_loader(state.model, val_loader)
         row.update(val_loss=val.loss, val_accuracy=val.accuracy, val_error=1.0 - val.accuracy,
                    val_seconds=val.seconds)

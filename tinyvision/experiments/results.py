@@ -26,6 +26,10 @@ def _mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+_FIXED = {"point", "label", "runs", "completed", "params", "macs"} | {
+    f"{m}_{s}" for m in METRICS for s in ("mean", "std", "pair")}
+
+
 def point_row(point: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     done = [r for r in results if r.get("status") == "completed"]
     row: dict[str, Any] = {"point": point["id"], "label": point["label"], **point["values"],
@@ -49,13 +53,20 @@ def collect(exp_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _pm(fmt):
-    """A formatter for a (mean, std) pair: "mean ± std"."""
-    return lambda pair: "-" if pair[0] is None else f"{fmt(pair[0])} ± {fmt(pair[1])}"
+    """A formatter for a (mean, std) pair: "mean ± std", or the mean alone for a single run."""
+    def show(pair):
+        mean, std = pair
+        if mean is None:
+            return "-"
+        return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
+    return show
 
 
 def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
     """Columns for the printed/Markdown table; adds (mean, std) pair keys to the rows."""
-    columns: list[Column] = [("label", "point", plain), ("completed", "runs done", plain),
+    axes = [k for k in rows[0] if k not in _FIXED] if rows else []
+    name: Column = (axes[0], axes[0], plain) if len(axes) == 1 else ("label", "point", plain)
+    columns: list[Column] = [name, ("completed", "runs", plain),
                              ("params", "params", num), ("macs", "MACs", num)]
     for key, header, fmt in [("val_loss", "val loss", num), ("val_accuracy", "val acc", pct),
                              ("test_loss", "test loss", num), ("test_accuracy", "test acc", pct),
@@ -63,7 +74,8 @@ def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
         columns.append((f"{key}_pair", header, _pm(fmt)))
     for row in rows:
         for key in METRICS:
-            row[f"{key}_pair"] = (row[f"{key}_mean"], row[f"{key}_std"])
+            std = row[f"{key}_std"] if row["completed"] > 1 else None
+            row[f"{key}_pair"] = (row[f"{key}_mean"], std)
     return columns
 
 

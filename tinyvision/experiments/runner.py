@@ -20,7 +20,6 @@ import yaml
 from .. import runs
 from ..checkpoint import atomic_write
 from ..errors import TinyVisionError
-from ..runtime import configure_threads
 from .spec import Experiment, Point
 
 MANIFEST, SPEC_FILE = "manifest.json", "experiment.yaml"
@@ -81,8 +80,6 @@ def run_job(job: RunJob, threads: Optional[int] = None, quiet: bool = True) -> d
     """Train one run unless it is already done; failures become a result, not an exception."""
     from ..pipeline import train  # imported here: worker processes start light
 
-    if threads:
-        configure_threads(threads)
     previous = runs.read_result(job.run_dir) if (job.run_dir / runs.RESULT).exists() else None
     if previous and previous.get("status") in DONE_STATUSES:
         return {**previous, "skipped": True}
@@ -91,7 +88,8 @@ def run_job(job: RunJob, threads: Optional[int] = None, quiet: bool = True) -> d
         if (job.run_dir / runs.CHECKPOINT).exists() and (job.run_dir / runs.CONFIG).exists():
             return train(runs.read_config(job.run_dir), run_dir=job.run_dir, resume=True, quiet=quiet)
         _reset(job.run_dir)
-        return train(job.config, run_dir=job.run_dir, quiet=quiet)
+        config = {**job.config, "threads": job.config.get("threads") or threads}
+        return train(config, run_dir=job.run_dir, quiet=quiet)
     except TinyVisionError as exc:
         result = {"status": "failed", "reason": str(exc), "run_dir": str(job.run_dir)}
         runs.write_result(job.run_dir, result)

@@ -1,0 +1,213 @@
+"""tinyvision speed benchmark: epoch times against the per-sample pipeline, FLOP utilisation,
+time to 99% MNIST test accuracy and evaluation throughput, all measured in one run.
+
+    python -m benchmarks.run [--quick] [--json PATH] [--data-dir DIR]
+
+Every baseline is measured in the same process (or, for time to accuracy, the same machine and run).
+--quick times the first N batches of an epoch (after a warm-up) and extrapolates to the full epoch;
+the full mode times whole epochs, warm-up included. See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from benchmarks import baseline
+from tinyvision import make_config, summarize
+from tinyvision.data.loader import DeviceLoader
+from tinyvision.evaluate import predict_loader
+from tinyvision.models import create_model
+from tinyvision.pipeline import build
+from tinyvision.runtime import configure_threads
+from tinyvision.train import Hooks, Interrupted, train_epoch
+
+DEFAULT_THREADS = torch.get_num_threads()  # what a plain script gets; restored before each baseline
+TARGETS = {"lenet": 4.0, "mlp-40-40": 15.0}  # epoch speed-up over the per-sample pipeline
+TTA_TARGET, TTA_LIMIT_S = 0.99, 20.0  # accuracy and seconds from process start
+CASES = {  # the presets of the issue: model, optimiser and lr, batch 64
+    "lenet": dict(model="lenet", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64),
+    "mlp-40-40": dict(model="mlp-40-40", optimizer="adam", lr=1e-3, batch_size=64),
+}
+
+
+def peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    """fp32 matrix-multiply throughput of this machine: the best of `reps` n x n torch.mm."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def tinyvision_epoch(case: dict, data_dir: str, steps: Optional[int], warmup: int) -> dict[str, Any]:
+    """Seconds of one training epoch through tinyvision's own loop (train_epoch, no validation).
+
+    steps=None: a whole epoch, warm-up included. Else steps [warmup, warmup+steps) are timed
+    and scaled to the epoch's length.
+    """
+    setup = build(make_config(dataset="mnist", data_dir=data_dir, epochs=1, **case))
+    total = len(setup.train_loader)
+    marks: dict[int, float] = {}
+
+    def progress(epoch: int, n: int):
+        def tick() -> None:
+            marks[len(marks) + 1] = time.perf_counter()
+        return tick
+
+    stop_after = None if steps is None else warmup + steps
+    hooks = Hooks(progress=progress, should_stop=lambda: stop_after is not None and len(marks) >= stop_after)
+    try:
+        row = train_epoch(setup.state, setup.train_loader, setup.cfg, hooks)
+        seconds, timed = row["seconds"], total
+    except Interrupted:
+        seconds, timed = marks[stop_after] - marks[warmup], steps
+    return {"seconds": seconds * total / timed, "timed_steps": timed, "steps": total,
+            "samples": setup.train_loader.samples_per_rank(), "setup": setup}
+
+
+def per_sample_epoch(case: dict, setup: Any, data_dir: str, steps: Optional[int], warmup: int) -> dict[str, Any]:
+    """The same model, optimiser and batch size through the per-sample pipeline."""
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.manual_seed(0)
+    split = setup.data.train  # the same 55,000 training images tinyvision uses
+    dataset, kind = baseline.per_sample_dataset(split.images, split.labels, data_dir, train=True)
+    batches = baseline.loader(dataset, case["batch_size"], shuffle=True)
+    net = create_model(case["model"], setup.data.input_shape, setup.data.num_classes)
+    optimizer = baseline.optimizer_for(net, case["optimizer"], case["lr"], case.get("momentum", 0.9))
+    if steps is None:
+        seconds, timed = baseline.train_steps(net, optimizer, batches)
+    else:
+        seconds, timed = baseline.train_steps(net, optimizer, batches, max_steps=steps, warmup=warmup)
+    return {"seconds": seconds * len(batches) / timed, "timed_steps": timed, "steps": len(batches),
+            "pipeline": kind, "test_loader": lambda: baseline.loader(
+                baseline.per_sample_dataset(setup.data.test.images, setup.data.test.labels, data_dir, False)[0],
+                1000, shuffle=False), "net": net}
+
+
+def eval_throughput(setup: Any, repeats: int = 3) -> float:
+    """Images per second of predict_loader over the MNIST test split (best of `repeats`)."""
+    loader = DeviceLoader(setup.data.test, setup.cfg.eval_batch_size, device=setup.device, norm=setup.norm,
+                          channels_last=setup.train_loader.channels_last)
+    best = min(predict_loader(setup.state.model, loader).seconds for _ in range(repeats))
+    return len(setup.data.test.labels) / best
+
+
+def time_to_accuracy(mode: str, recipe: str, data_dir: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run a child process; seconds from its start to its first test accuracy >= TTA_TARGET."""
+    cmd = [sys.executable, "-m", "benchmarks.time_to_accuracy", mode, recipe, data_dir, *extra]
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not rows:
+        return {"error": proc.stderr.strip().splitlines()[-1:] or ["no output"]}
+    hit = next((r for r in rows if r["accuracy"] >= TTA_TARGET), None)
+    last = hit or rows[-1]
+    return {"seconds": (last["t"] - start) if hit else None, "accuracy": last["accuracy"],
+            "epochs": last["epoch"], "seconds_run": rows[-1]["t"] - start, "reached": hit is not None}
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="time the first batches of an epoch, extrapolated")
+    p.add_argument("--steps", type=int, default=200, help="--quick: batches timed per epoch (default 200)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--data-dir", default=os.environ.get("TINYVISION_DATA", "/work/shared/datasets"),
+                   help="folder holding mnist/ (default $TINYVISION_DATA or /work/shared/datasets)")
+    p.add_argument("--recipe", default="mnist-fast", help="recipe for time to accuracy (default mnist-fast)")
+    p.add_argument("--skip-tta", action="store_true", help="skip the time-to-accuracy subprocesses")
+    args = p.parse_args(argv)
+    steps, warmup = (args.steps, 20) if args.quick else (None, 0)
+    out: dict[str, Any] = {"mode": "quick" if args.quick else "full", "machine": _machine(), "cases": {}}
+    out["peak_gflops"] = peak_gflops(1024 if args.quick else 2048)
+    for name, case in CASES.items():
+        tv = tinyvision_epoch(case, args.data_dir, steps, warmup)
+        setup = tv.pop("setup")
+        base = per_sample_epoch(case, setup, args.data_dir, steps, warmup)
+        macs = summarize(setup.net, setup.data.input_shape).macs
+        flops = 3 * 2 * macs * tv["samples"]  # forward + backward (2x forward), 2 FLOPs per MAC
+        row = {"tinyvision_s": tv["seconds"], "per_sample_s": base["seconds"],
+               "speedup": base["seconds"] / tv["seconds"], "target": TARGETS[name],
+               "timed_steps": tv["timed_steps"], "steps": tv["steps"], "samples": tv["samples"],
+               "macs_per_sample": macs, "train_tflop_per_epoch": flops / 1e12,
+               "achieved_gflops": flops / tv["seconds"] / 1e9,
+               "flop_limit_s": flops / (out["peak_gflops"] * 1e9), "baseline_pipeline": base["pipeline"]}
+        row["fraction_of_peak"] = row["achieved_gflops"] / out["peak_gflops"]
+        if name == "lenet":
+            torch.set_num_threads(DEFAULT_THREADS)
+            _, base_ips = baseline.accuracy(base["net"], base["test_loader"]())
+            configure_threads(setup.cfg.threads)
+            out["eval"] = {"tinyvision_images_per_s": eval_throughput(setup), "per_sample_images_per_s": base_ips}
+        out["cases"][name] = row
+        _print_case(name, row, args.quick)
+    if not args.skip_tta:
+        out["time_to_accuracy"] = {
+            "tinyvision": time_to_accuracy("tinyvision", args.recipe, args.data_dir),
+            "per_sample": time_to_accuracy("per-sample", args.recipe, args.data_dir,
+                                           ("1" if args.quick else "3", str(TTA_TARGET)))}
+    print_table(out)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "threads": DEFAULT_THREADS, "python": platform.python_version()}
+
+
+def _print_case(name: str, row: dict, quick: bool) -> None:
+    how = f"{row['timed_steps']} of {row['steps']} batches, extrapolated" if quick else "full epoch"
+    print(f"[{name}] tinyvision {row['tinyvision_s']:.2f}s  per-sample {row['per_sample_s']:.2f}s  "
+          f"({how})", file=sys.stderr, flush=True)
+
+
+def print_table(out: dict[str, Any]) -> None:
+    quick = out["mode"] == "quick"
+    note = " (extrapolated from first batches)" if quick else " (full epochs)"
+    print(f"\ntinyvision benchmark, mode {out['mode']}{note}; torch {out['machine']['torch']}, "
+          f"{out['machine']['threads']} threads; fp32 mm peak {out['peak_gflops']:.1f} GFLOP/s")
+    print(f"{'measure':44} {'tinyvision':>11} {'per-sample':>11} {'ratio':>8} {'target':>8}  met")
+    for name, r in out["cases"].items():
+        met = "yes" if r["speedup"] >= r["target"] else "NO"
+        print(f"{name + ' epoch seconds (55,000 images, batch 64)':44} {r['tinyvision_s']:11.2f} "
+              f"{r['per_sample_s']:11.2f} {r['speedup']:7.1f}x {r['target']:7.0f}x  {met}")
+    for name, r in out["cases"].items():
+        print(f"{name + ' fraction of mm peak':44} {100 * r['fraction_of_peak']:10.1f}% "
+              f"{'':>11} {'':>8} {'':>8}   ({r['train_tflop_per_epoch']:.3f} TFLOP/epoch, "
+              f"{r['achieved_gflops']:.1f} GFLOP/s, FLOP limit {r['flop_limit_s']:.2f}s)")
+    ev = out.get("eval")
+    if ev:
+        print(f"{'lenet evaluation images/s':44} {ev['tinyvision_images_per_s']:11.0f} "
+              f"{ev['per_sample_images_per_s']:11.0f} "
+              f"{ev['tinyvision_images_per_s'] / ev['per_sample_images_per_s']:7.1f}x")
+    tta = out.get("time_to_accuracy")
+    if tta:
+        def fmt(r: dict) -> str:
+            if "error" in r:
+                return "error"
+            return f"{r['seconds']:.1f}" if r["reached"] else f">{r['seconds_run']:.0f}"
+        tv, ps = tta["tinyvision"], tta["per_sample"]
+        met = "yes" if tv.get("reached") and tv["seconds"] <= TTA_LIMIT_S else "NO"
+        print(f"{'seconds from process start to 99.0% test':44} {fmt(tv):>11} {fmt(ps):>11} "
+              f"{'':>8} {TTA_LIMIT_S:7.0f}s  {met}")
+        print(f"  (tinyvision: test {100 * tv.get('accuracy', 0):.2f}% after {tv.get('epochs')} epochs; "
+              f"per-sample: test {100 * ps.get('accuracy', 0):.2f}% after {ps.get('epochs')} epochs)")
+
+
+if __name__ == "__main__":
+    main()
