@@ -145,9 +145,9 @@ def test_datasets_lists_every_dataset_with_sizes(capsys, tmp_path):
     assert out.split()[:7] == ["dataset", "shape", "classes", "train", "val", "test", "files"]
     rows = table_rows(out)
     assert set(rows) >= {"digits", "mnist", "fashion-mnist", "svhn", "cifar10"}
-    assert rows["digits"][1:] == ["1x8x8", "10", "1000", "350", "447", "built-in"]
-    assert rows["mnist"][1:] == ["1x28x28", "10", "55000", "5000", "10000", "0/4"]  # empty data dir
-    assert rows["fashion-mnist"][3:6] == ["55000", "5000", "10000"]
+    assert rows["digits"][1:] == ["1x8x8", "10", "1,000", "350", "447", "built-in"]
+    assert rows["mnist"][1:] == ["1x28x28", "10", "55,000", "5,000", "10,000", "0/4"]  # empty data dir
+    assert rows["fashion-mnist"][3:6] == ["55,000", "5,000", "10,000"]
     assert rows["svhn"][1] == "3x32x32" and rows["cifar10"][1] == "3x32x32"
 
 
@@ -409,14 +409,13 @@ def test_compare_two_models(capsys, tmp_path):
     assert "23,146" in table["digits-mlp"][0].split() and "109,418" in table["digits-cnn"][0].split()
     assert lines.index(table["digits-mlp"][0]) < lines.index(table["digits-cnn"][0])  # in the order given
 
-    # the last line names the experiment folder, which holds the same table as Markdown
-    m = re.fullmatch(r"(?:results|runs) in (\S+)(?: \(.*\))?", lines[-1])
-    assert m, lines[-1]
+    # then a line names the experiment folder, which holds the same table as Markdown, and the report
+    m = re.fullmatch(r"results in (\S+) \(results.csv, results.md\)", lines[-2])
+    assert m, lines[-2]
     exp_dir = Path(m.group(1))
     assert exp_dir.parent == tmp_path
-    reports = sorted(exp_dir.glob("*.md"))  # compare.md before the experiments commit, results.md since
-    assert len(reports) == 1, reports
-    md = reports[0].read_text()
+    assert lines[-1] == f"report: {exp_dir / 'report.html'}" and (exp_dir / "report.html").exists()
+    md = (exp_dir / "results.md").read_text()
     assert md.startswith("| ")
     assert re.search(r"^\| (model=)?digits-mlp \|.* 23,146 \|", md, re.M), md
     assert re.search(r"^\| (model=)?digits-cnn \|.* 109,418 \|", md, re.M), md

@@ -15,7 +15,9 @@ from tinyvision.errors import ConfigError, UnknownNameError
 from tinyvision.experiments import build_experiment, collect, load_experiment, run_experiment
 from tinyvision.experiments.runner import execute, prepare_dir
 
-EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+EXAMPLES = sorted(p for p in (Path(__file__).parents[1] / "examples").glob("*.yaml")
+                  if not p.name.startswith("tune-"))
+TUNE_EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("tune-*.yaml"))
 TINY = {"dataset": "digits", "model": "digits-mlp", "epochs": 2}
 
 
@@ -94,6 +96,13 @@ def test_parallel_jobs_give_the_same_results(tmp_path) -> None:
 def test_every_example_validates(path: Path) -> None:
     exp = load_experiment(path)
     assert exp.points and exp.spec.name == path.stem
+
+
+@pytest.mark.parametrize("path", TUNE_EXAMPLES, ids=[p.stem for p in TUNE_EXAMPLES])
+def test_every_tune_example_validates(path: Path) -> None:
+    from tinyvision.experiments.tune import load_tune
+
+    assert load_tune(path).name == path.stem
 
 
 def _quick(path: Path, tmp_path: Path, data_dir: Path | None = None, subset: int = 1000):

@@ -70,11 +70,11 @@ def _run_config(args: argparse.Namespace, overrides: Sequence[str]) -> RunConfig
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import dataset_status, list_datasets
-    from .tables import plain, to_text
+    from .tables import num, plain, to_text
 
     rows = [dataset_status(name, data_dir=args.data_dir) for name in list_datasets()]
-    columns = [("name", "dataset", plain), ("input_shape", "shape", plain), ("classes", "classes", plain),
-               ("train", "train", plain), ("val", "val", plain), ("test", "test", plain),
+    columns = [("name", "dataset", plain), ("input_shape", "shape", plain), ("classes", "classes", num),
+               ("train", "train", num), ("val", "val", num), ("test", "test", num),
                ("present", "files", plain)]
     print(to_text(rows, columns))
     return 0

@@ -32,10 +32,10 @@ def to_text(rows: Sequence[dict], columns: Sequence[Column]) -> str:
     headers = [h for _, h, _ in columns]
     body = _cells(rows, columns)
     widths = [max(len(r[i]) for r in [headers, *body]) for i in range(len(headers))]
-    left = [i == 0 for i in range(len(headers))]  # first column (names) left-aligned
+    left = [fmt is plain for _, _, fmt in columns]  # text left, numbers right
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if l else c.rjust(w) for c, w, l in zip(cells, widths, left))
+        return "  ".join(c.ljust(w) if l else c.rjust(w) for c, w, l in zip(cells, widths, left)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, body)])
 
@@ -43,7 +43,7 @@ def to_text(rows: Sequence[dict], columns: Sequence[Column]) -> str:
 def to_markdown(rows: Sequence[dict], columns: Sequence[Column]) -> str:
     headers = [h for _, h, _ in columns]
     lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+             "|" + "|".join(":---" if fmt is plain else "---:" for _, _, fmt in columns) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in _cells(rows, columns)]
     return "\n".join(lines)
 
