@@ -145,13 +145,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, path: str | Path) -> None:
-    """The HTML/Markdown report at the end of train, compare and run (unless --no-report)."""
-    if getattr(args, "no_report", False):
-        return
-    from .report import write_report
+    """The HTML/Markdown report at the end of train, compare and run (unless --no-report), and
+    TensorBoard event files when asked for."""
+    if not getattr(args, "no_report", False):
+        from .report import write_report
 
-    html, _ = write_report(path)
-    print(f"report: {html}")
+        print(f"report: {write_report(path)[0]}")
+    if getattr(args, "tensorboard", False):
+        from .report import write_tensorboard
+
+        print(f"tensorboard: {write_tensorboard(path)}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -259,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.01 epochs=5")
     p.add_argument("--run-dir", help="directory for this run (default: a new one under --out)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files (needs the tensorboard extra)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a saved run's model on a split")
