@@ -75,7 +75,8 @@ def per_sample_dataset(images: torch.Tensor, labels: torch.Tensor, data_dir: Opt
     except Exception:  # not installed, or no torchvision-layout files: the same work without it
         pass
     try:
-        return TorchvisionLikeMNIST(images, labels), "torchvision's per-sample code without torchvision (PIL decode, ToTensor, Normalize)"
+        kind = "torchvision's per-sample code without torchvision (PIL decode, ToTensor, Normalize)"
+        return TorchvisionLikeMNIST(images, labels), kind
     except ImportError:
         return PerSampleMNIST(images, labels), "plain-torch Dataset (uint8 -> /255 -> normalise)"
 

@@ -167,7 +167,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 def _machine() -> dict[str, Any]:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": DEFAULT_THREADS, "python": platform.python_version()}
+            "torch": torch.__version__, "threads": DEFAULT_THREADS, "python": platform.python_version(),
+            "load_average": os.getloadavg()}  # other processes on the machine skew every number
 
 
 def _print_case(name: str, row: dict, quick: bool) -> None:
@@ -180,7 +181,8 @@ def print_table(out: dict[str, Any]) -> None:
     quick = out["mode"] == "quick"
     note = " (extrapolated from first batches)" if quick else " (full epochs)"
     print(f"\ntinyvision benchmark, mode {out['mode']}{note}; torch {out['machine']['torch']}, "
-          f"{out['machine']['threads']} threads; fp32 mm peak {out['peak_gflops']:.1f} GFLOP/s")
+          f"{out['machine']['threads']} threads; fp32 mm peak {out['peak_gflops']:.1f} GFLOP/s; "
+          f"load average at start {out['machine']['load_average'][0]:.1f}")
     print(f"{'measure':44} {'tinyvision':>11} {'per-sample':>11} {'ratio':>8} {'target':>8}  met")
     for name, r in out["cases"].items():
         met = "yes" if r["speedup"] >= r["target"] else "NO"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tarfile
 import zipfile
 import zlib
@@ -33,6 +34,9 @@ _CIFAR_MEMBERS = {
 _CIFAR_META = "cifar-10-batches-bin/batches.meta.txt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than ~1032:1; anything above is a lie
+MAX_IMAGE_PIXELS = 1 << 26  # 67 MP (a 64 MP photo); more is refused before decoding (memory)
+MAX_IMAGE_BYTES = 1 << 28  # 256 MiB per image file, read whole: a chunk's size claim allocates nothing
+_MAT_HEADER = 128  # MATLAB v5: 116 bytes of text, subsystem offset, version, endian "IM"/"MI"
 
 
 # ---------------------------------------------------------------------------------------- IDX
@@ -120,6 +124,7 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     source = str(path)
     expected = "a MATLAB v5 .mat file with X (32x32x3xN uint8) and y (Nx1)"
+    size = _check_mat_v5(source, expected)  # else scipy may read it as v4 and trust its dimensions
     try:
         # whosmat reads only headers: shapes are checked before any array is allocated
         found = {name: (shape, cls) for name, shape, cls in scipy.io.whosmat(source, appendmat=False)}
@@ -132,6 +137,9 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     n = x_shape[3]
     if y_shape not in ((n, 1), (1, n)):
         raise DataError(f"{source}: expected {expected}, found y {y_shape} for {n} images")
+    if 32 * 32 * 3 * n > _DEFLATE_MAX_RATIO * size:
+        raise DataError(f"{source}: expected {expected}, found a header claiming {n} images "
+                        f"in a file of {size} bytes")
     try:
         mat = scipy.io.loadmat(source, variable_names=["X", "y"], appendmat=False)
     except Exception as exc:  # truncated data after valid headers
@@ -144,6 +152,21 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{source}: expected SVHN labels 1..10, found {labels.min()}..{labels.max()}")
     labels[labels == 10] = 0  # SVHN stores digit 0 as 10
     return np.ascontiguousarray(x.transpose(3, 2, 0, 1)), labels  # (H,W,C,N) -> (N,C,H,W)
+
+
+def _check_mat_v5(source: str, expected: str) -> int:
+    """The file's size, once it is a MATLAB v5 file (scipy reads a file whose first four bytes
+    hold a zero as v4, whose header dimensions it allocates before reading any data)."""
+    try:
+        with open(source, "rb") as f:
+            head = f.read(_MAT_HEADER)
+            size = f.seek(0, io.SEEK_END)
+    except OSError as exc:
+        raise DataError(f"{source}: expected {expected}, {_why(exc)}") from None
+    if len(head) < _MAT_HEADER or 0 in head[:4] or head[126:128] not in (b"IM", b"MI"):
+        raise DataError(f"{source}: expected {expected}, found no v5 header ({size} bytes; a v5 file "
+                        "opens with text and has 'IM' or 'MI' at byte 126)")
+    return size
 
 
 def _integer_labels(y: np.ndarray, source: str) -> np.ndarray:
@@ -236,22 +259,35 @@ def read_image_folder(root: str | Path, *, size: int, channels: int
                        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not files:
             raise DataError(f"{root / name}: expected PNG/JPEG images, found none")
-        xs += [_read_image(p, size, channels) for p in files]
+        xs += [read_image(p, (size, size), channels, kind="a PNG/JPEG image") for p in files]
         ys += [label] * len(files)
     return np.stack(xs), np.asarray(ys, dtype=np.int64), tuple(classes)
 
 
-def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
-    from PIL import Image  # pillow only for folder datasets
+def read_image(path: str | Path, shape: tuple[int, int], channels: int, *,
+               kind: str = "an image file") -> np.ndarray:
+    """An image file -> uint8 (C,H,W) of `shape` (H, W), C 1 (grayscale) or 3 (RGB), bilinear."""
+    from PIL import Image  # pillow only for image files
 
+    h, w = shape
     try:
-        with Image.open(path) as img:
+        size = os.stat(path).st_size
+        if size > MAX_IMAGE_BYTES:
+            raise DataError(f"{path}: expected {kind} of at most {MAX_IMAGE_BYTES} bytes, found {size}")
+        # from memory: Pillow's file reads would allocate whatever a damaged chunk length claims
+        with Image.open(io.BytesIO(Path(path).read_bytes())) as img:  # reads the header only
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: expected {kind} of at most {MAX_IMAGE_PIXELS} pixels, "
+                                f"found {img.width}x{img.height}")
             img = img.convert("L" if channels == 1 else "RGB")  # convert() fully decodes
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: expected a PNG/JPEG image, {_why(exc)}") from None
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (DataError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on damaged files
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: expected {kind}: not a readable image ({why})") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)  # (H,W[,C]) -> (C,H,W)
 
 
@@ -301,7 +337,8 @@ def _npz_open(path: Path, use: Callable[[zipfile.ZipFile], T]) -> T:
     try:
         with zipfile.ZipFile(path) as zf:
             return use(zf)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError,
+            RuntimeError) as exc:  # zipfile: unsupported compression or version, encryption
         raise DataError(f"{path}: expected an .npz archive, {_why(exc)}") from None
 
 
