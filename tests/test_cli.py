@@ -225,9 +225,10 @@ def test_train_writes_a_complete_run_directory(capsys, tmp_path):
 
     # per-epoch progress on stderr (not a terminal: one plain line per epoch), the summary on stdout
     assert [line.split()[:2] for line in err.strip().splitlines()] == [["epoch", "1/2"], ["epoch", "2/2"]]
-    assert out.count("\n") == 1
+    summary, report = out.strip().splitlines()  # the result line, then where the report went
     assert re.match(rf"completed: {re.escape(str(run))}  params 109,418  best epoch [12]  "
-                    r"test loss \d+\.\d{4} acc \d+\.\d\d%  \(\d+\.\ds\)$", out.strip()), out
+                    r"test loss \d+\.\d{4} acc \d+\.\d\d%  \(\d+\.\ds\)$", summary), out
+    assert report == f"report: {run / 'report.html'}" and (run / "report.html").exists()
 
     header, rows = read_csv(run / "metrics.csv")
     assert header == METRICS_COLUMNS

@@ -7,6 +7,8 @@ and the structure as JSON beside them.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -21,6 +23,8 @@ from safetensors.torch import save as st_save
 from .errors import DataError, TinyVisionError
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".ckpt", ".bin"}
+TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: ".<name>.<random>.tmp" beside the target
+CHECKSUM = "tinyvision_sha256"  # header metadata: sha256 over the tensors (catches flipped bits)
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
@@ -30,7 +34,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
@@ -41,6 +45,17 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_temp_files(directory: str | Path) -> list[Path]:
+    """Delete what atomic_writes killed mid-write left in `directory` (never a final file).
+
+    Only call it where no other process is writing: the caller holds the directory's lock.
+    """
+    leftovers = [p for p in Path(directory).glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -56,25 +71,42 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of the tensors, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, st_save(tensors, metadata={**meta, CHECKSUM: _digest(tensors)}))
+
+
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    meta = {k: json.dumps(v) for k, v in metadata.items()}
-    atomic_write(path, st_save(tensors, metadata=meta))
+    _write_safetensors(path, state_dict, {k: json.dumps(v) for k, v in metadata.items()})
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, the header's raw string metadata)."""
+    """(tensors, the header's raw string metadata); a checksum written by us is verified."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8 : 8 + header_len])
-        meta = dict(header.get("__metadata__", {}))
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid safetensors file ({str(exc).splitlines()[0]})") from None
+        meta = dict(json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {})
+    except (SafetensorError, ValueError, UnicodeDecodeError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: expected a safetensors file, found something else ({one_line(exc)})") from None
+    expected = meta.pop(CHECKSUM, None)
+    if expected is not None and expected != _digest(tensors):
+        raise DataError(f"{path}: damaged: its tensors do not match the checksum written with them")
     return tensors, meta
 
 
@@ -86,10 +118,10 @@ def load_weights(path: str | Path, *, trust_pickle: bool = False) -> tuple[dict[
         if not trust_pickle:
             raise TinyVisionError(f"{path}: refusing a pickle-based {path.suffix} file (it can run code); "
                                   "pass --trust-pickle to load its tensors with weights_only=True")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # from memory: the unpickler would allocate whatever a damaged length claims
+            obj = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure is "not a tensor file"
-            raise DataError(f"{path}: not a loadable weights-only file ({str(exc).splitlines()[0]})") from None
+            raise DataError(f"{path}: not a loadable weights-only file ({one_line(exc)})") from None
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise DataError(f"{path}: expected a dict of tensors (a state_dict)")
         return obj, {}
@@ -136,7 +168,7 @@ def save_state(path: str | Path, state: Any) -> None:
     """Atomically store a nested structure of tensors and plain values (no pickle)."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(state, tensors, "s")
-    atomic_write(path, st_save(tensors, metadata={"structure": json.dumps(structure)}))
+    _write_safetensors(path, tensors, {"structure": json.dumps(structure)})
 
 
 def load_state(path: str | Path) -> Any:
@@ -145,5 +177,12 @@ def load_state(path: str | Path) -> Any:
     try:
         structure = json.loads(raw_meta["structure"])
         return _unflatten(structure, tensors)
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a tinyvision state file ({exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise DataError(f"{path}: expected a tinyvision state file, found other metadata "
+                        f"({type(exc).__name__}: {one_line(exc)})") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """A library exception as one short line (some have no message, some many lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__

@@ -129,8 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train
 
     resume = args.resume
-    if not resume and args.run_dir and distributed.restarted() and (Path(args.run_dir) / runs.CHECKPOINT).exists():
-        resume = args.run_dir  # torchrun restarted this worker: continue from the last checkpoint
+    if not resume and args.run_dir and distributed.relaunched(args.run_dir):
+        resume = args.run_dir  # torchrun (re)started this job on an unfinished run: continue it
     if resume:
         cfg = runs.read_config(resume)
         result = train(cfg, run_dir=resume, resume=True, quiet=args.quiet)

@@ -7,7 +7,9 @@ writes the run directory.
 """
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from datetime import timedelta
 from dataclasses import dataclass
 
@@ -41,6 +43,19 @@ def context() -> Context:
 def restarted() -> bool:
     """True in a worker that torchrun restarted after a failure."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def relaunched(run_dir: str | Path) -> bool:
+    """Under torchrun, whether `run_dir` holds an unfinished run with a checkpoint to continue:
+    torchrun restarted the workers, or the whole job was launched again after a failure."""
+    run_dir = Path(run_dir)
+    if not context().enabled or not (run_dir / "checkpoint.safetensors").exists():
+        return False
+    try:
+        status = json.loads((run_dir / "result.json").read_text()).get("status")
+    except (OSError, ValueError):
+        status = None
+    return status != "completed"
 
 
 def setup(ctx: Context, device: torch.device) -> torch.device:

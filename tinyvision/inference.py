@@ -7,11 +7,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from . import runs
 from .checkpoint import load_weights
+from .data import formats
 from .data.loader import DeviceLoader, Normalization
 from .errors import DataError, TinyVisionError
 from .evaluate import class_report, predict_loader, split_metrics
@@ -42,12 +42,35 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     state, meta = load_weights(weights, trust_pickle=trust_pickle)
     if "spec" not in meta:
         raise DataError(f"{weights}: no tinyvision metadata (spec, classes, input shape)")
-    model = create_model(meta["spec"], tuple(meta["input_shape"]), meta["num_classes"])
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise DataError(f"{weights}: weights do not fit spec {meta['spec']!r} ({str(exc).splitlines()[0]})") from None
+    spec, shape, classes = _check_meta(meta, weights)
+    with torch.device("meta"):  # shapes only: a damaged spec or shape cannot make us allocate
+        expected = {k: v.shape for k, v in create_model(spec, shape, classes).state_dict().items()}
+    found = {k: v.shape for k, v in state.items()}
+    if found != expected:
+        wrong = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
+        raise DataError(f"{weights}: weights do not fit spec {spec!r} for input {list(shape)} "
+                        f"({', '.join(wrong[:3])} differ)")
+    model = create_model(spec, shape, classes)
+    model.load_state_dict(state)
     return LoadedModel(model.eval(), meta)
+
+
+def _check_meta(meta: dict[str, Any], weights: Path) -> tuple[str, tuple[int, int, int], int]:
+    """(spec, input shape, class count) from metadata that says what it should."""
+    def numbers(key: str, n: int) -> bool:
+        v = meta.get(key)
+        return isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) for x in v)
+
+    shape, n, classes = meta.get("input_shape"), meta.get("num_classes"), meta.get("classes")
+    ok = (isinstance(meta["spec"], str) and isinstance(shape, list) and len(shape) == 3
+          and all(type(d) is int and 1 <= d <= 4096 for d in shape) and type(n) is int and n >= 1
+          and isinstance(classes, list) and len(classes) == n and all(isinstance(c, str) for c in classes)
+          and numbers("mean", shape[0]) and numbers("std", shape[0]) and all(x > 0 for x in meta["std"])
+          and isinstance(meta.get("pixel_max", 255), (int, float)))
+    if not ok:
+        raise DataError(f"{weights}: expected tinyvision metadata (spec, input_shape [C, H, W], num_classes, "
+                        "classes, mean and std per channel), found it damaged or incomplete")
+    return meta["spec"], tuple(shape), n
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None,
@@ -86,13 +109,7 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
 def read_image(path: Path, input_shape: Sequence[int], pixel_max: float) -> torch.Tensor:
     """An image file -> (C,H,W) float tensor in the training data's pixel units."""
     c, h, w = input_shape
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
-    arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)
+    arr = formats.read_image(path, (h, w), c).astype(np.float32)
     return torch.from_numpy(arr * (pixel_max / 255.0))
 
 

@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import random
 import signal
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import distributed, runs
-from .checkpoint import load_state, save_state, save_weights
+from .checkpoint import load_state, one_line, remove_temp_files, save_state, save_weights
 from .config import RunConfig, make_config
 from .data import ImageDataset, Split, load_dataset
+from .errors import DataError
 from .data.loader import DeviceLoader, Normalization
 from .evaluate import class_report, predict_loader, split_metrics
 from .models import create_model, summarize
@@ -72,6 +76,8 @@ class Setup:
 
 def build(cfg: RunConfig, data: Optional[ImageDataset] = None) -> Setup:
     ctx = distributed.context()
+    if cfg.deterministic:  # cuBLAS reads it once, when CUDA starts: set it before anything touches CUDA
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = distributed.setup(ctx, resolve_device(cfg.device))
     if device.type == "cpu":
         configure_threads(cfg.threads)
@@ -109,24 +115,90 @@ def weights_metadata(setup: Setup) -> dict[str, Any]:
 
 # -- checkpoints -------------------------------------------------------------------------------
 
+CHECKPOINT_FORMAT = "tinyvision-checkpoint-2"
+_COUNTERS = ("epoch", "step", "best_epoch", "bad_epochs")  # non-negative ints of TrainState
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Every random generator a run may draw from (dropout uses torch's; the loader is seeded)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": [name, keys.tolist(), pos, has_gauss, gauss]}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def _set_rng_state(rng: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(rng["torch"])
+    if "python" in rng:  # absent from checkpoints of earlier versions
+        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
+
+def _loader_position(setup: Setup) -> dict[str, Any]:
+    """What fixes the training order: with epoch and step it is the loader's exact position."""
+    loader = setup.train_loader
+    return {"seed": loader.seed, "batch_size": loader.batch_size, "samples": len(loader.labels),
+            "world_size": loader.world_size, "epoch": setup.state.epoch, "step": setup.state.step}
+
+
 def _training_state(setup: Setup) -> dict[str, Any]:
     s = setup.state
-    rng = {"torch": torch.get_rng_state()}
-    if setup.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(setup.device)
-    return {"model": setup.net.state_dict(), "optimizer": s.optimizer.state_dict(),
+    return {"format": CHECKPOINT_FORMAT, "model": setup.net.state_dict(),
+            "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict() if s.scheduler else None,
             "epoch": s.epoch, "step": s.step, "best_loss": s.best_loss, "best_epoch": s.best_epoch,
             "best_state": s.best_state, "bad_epochs": s.bad_epochs, "history": s.history,
-            "stopped_early": s.stopped_early, "partial": s.partial, "rng": rng}
+            "stopped_early": s.stopped_early, "partial": s.partial, "rng": _rng_state(setup.device),
+            "loader": _loader_position(setup)}
 
 
 def save_checkpoint(setup: Setup, run_dir: Path) -> None:
+    """The whole training state, written atomically (a kill leaves the previous checkpoint)."""
     save_state(run_dir / runs.CHECKPOINT, _training_state(setup))
 
 
 def restore_checkpoint(setup: Setup, run_dir: Path) -> None:
-    saved = load_state(run_dir / runs.CHECKPOINT)
+    """Continue from run_dir's checkpoint; a file that does not fit this run is a DataError."""
+    path = run_dir / runs.CHECKPOINT
+    saved = load_state(path)
+    try:
+        _check_checkpoint(setup, saved, path)
+        _restore(setup, saved)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        raise DataError(f"{path}: not a checkpoint of this run ({one_line(exc)})") from None
+
+
+def _check_checkpoint(setup: Setup, saved: Any, path: Path) -> None:
+    """Types, counters and the loader's order: refuse a checkpoint this config cannot continue."""
+    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict)
+            and isinstance(saved.get("history"), list)):
+        raise DataError(f"{path}: expected a tinyvision checkpoint (model, optimizer, epoch, step...)")
+    if any(type(saved[k]) is not int or saved[k] < 0 for k in _COUNTERS):
+        raise DataError(f"{path}: expected non-negative integer {', '.join(_COUNTERS)}")
+    if saved["step"] > len(setup.train_loader):
+        raise DataError(f"{path}: step {saved['step']} is beyond an epoch of {len(setup.train_loader)} steps")
+    loader = saved.get("loader")  # absent from checkpoints of earlier versions
+    if loader is not None:
+        now = _loader_position(setup)
+        changed = ", ".join(f"{k} {loader.get(k)}, now {now[k]}" for k in ("seed", "batch_size", "samples",
+                                                                         "world_size") if loader.get(k) != now[k])
+        if changed:
+            raise DataError(f"{path}: written for another training order ({changed}); "
+                            "resume with the run's own config.yaml")
+    shapes = {k: v.shape for k, v in setup.net.state_dict().items()}
+    for name in ("model", "best_state"):
+        tensors = saved[name]
+        if tensors is not None and {k: getattr(v, "shape", None) for k, v in tensors.items()} != shapes:
+            raise DataError(f"{path}: its {name} weights do not fit model {setup.cfg.model!r}")
+
+
+def _restore(setup: Setup, saved: dict[str, Any]) -> None:
     s = setup.state
     setup.net.load_state_dict(saved["model"])
     s.optimizer.load_state_dict(saved["optimizer"])
@@ -135,9 +207,8 @@ def restore_checkpoint(setup: Setup, run_dir: Path) -> None:
     for key in ("epoch", "step", "best_loss", "best_epoch", "best_state", "bad_epochs",
                 "history", "stopped_early", "partial"):
         setattr(s, key, saved[key])
-    torch.set_rng_state(saved["rng"]["torch"])
-    if "cuda" in saved["rng"] and setup.device.type == "cuda":
-        torch.cuda.set_rng_state(saved["rng"]["cuda"], setup.device)
+    s.best_loss = float(s.best_loss)
+    _set_rng_state(saved["rng"], setup.device)
 
 
 # -- interrupts --------------------------------------------------------------------------------
@@ -182,6 +253,7 @@ def _base_result(setup: Setup, run_dir: Path, status: str) -> dict[str, Any]:
             "params": summary.params, "macs": summary.macs, "seed": setup.cfg.seed,
             "device": str(setup.device), "threads": torch.get_num_threads(),
             "epochs_run": s.epoch, "best_epoch": s.best_epoch, "stopped_early": s.stopped_early,
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
             "best_val": {k.removeprefix("val_"): best[k] for k in ("val_loss", "val_accuracy", "val_error")} if best else None,
             "train_seconds": sum(r["seconds"] for r in s.history),
             "mean_epoch_seconds": (sum(r["seconds"] for r in s.history) / len(s.history)) if s.history else None,
@@ -199,16 +271,24 @@ def _evaluate_test(setup: Setup) -> dict[str, Any]:
 
 
 def _open_run_dir(setup: Setup, run_dir: str | Path | None, out: str | Path, resume: bool,
-                  writer: bool) -> Optional[Path]:
-    """Resume from the directory's checkpoint, or claim a new directory (writer only)."""
+                  writer: bool, held: ExitStack) -> Optional[Path]:
+    """Resume from the directory's checkpoint, or claim a new directory; the writer locks it."""
+    if not writer:
+        if resume and (Path(run_dir) / runs.CHECKPOINT).exists():
+            restore_checkpoint(setup, Path(run_dir))
+        return Path(run_dir) if run_dir else None
+    if run_dir is None:
+        run_dir = runs.new_run_dir(out, setup.cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held.enter_context(runs.lock_run_dir(run_dir))
+    remove_temp_files(run_dir)  # what a killed writer left; the lock says none is writing now
     if resume:
-        run_dir = Path(run_dir)
         if (run_dir / runs.CHECKPOINT).exists():
             restore_checkpoint(setup, run_dir)
+        runs.write_metrics(run_dir, setup.state.history)  # rows past the checkpoint are redone
         return run_dir
-    if not writer:
-        return Path(run_dir) if run_dir else None
-    run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(out, setup.cfg)
+    runs.claim_run_dir(run_dir)
     runs.write_config(run_dir, setup.cfg)
     return run_dir
 
@@ -225,10 +305,18 @@ def _fit(setup: Setup, hooks: Hooks, progress: EpochProgress, save: Callable[[],
     except StopRun as exc:
         progress.close()
         return exc.status, str(exc)
-    except DivergedError as exc:
+    except DivergedError as exc:  # the last checkpoint (the last good epoch) is left as it was
         progress.close()
         progress.message(f"diverged: {exc}")
         return "diverged", str(exc)
+
+
+def _save_weights(setup: Setup, run_dir: Path, status: str) -> None:
+    """model.safetensors: the best weights of a completed run, or of a diverged one's good epochs."""
+    if status == "completed":
+        save_weights(run_dir / runs.WEIGHTS, setup.net.state_dict(), weights_metadata(setup))
+    elif status == "diverged" and setup.state.best_state is not None:
+        save_weights(run_dir / runs.WEIGHTS, setup.state.best_state, weights_metadata(setup))
 
 
 def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: str | Path = "runs",
@@ -238,42 +326,45 @@ def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: s
 
     resume=True continues the run in `run_dir` from its last checkpoint. on_epoch(row) is called
     after each epoch's metrics are saved; it may raise StopRun to end the run with a status.
-    Under torchrun only rank 0 writes.
+    Under torchrun only rank 0 writes. A first SIGINT/SIGTERM anywhere in here stops at the next
+    step boundary with a checkpoint; further ones change nothing until result.json is written.
     """
     cfg = config if isinstance(config, RunConfig) else make_config(config)
     clock = runs.Stopwatch()
     writer = distributed.context().is_writer
-    setup = build(cfg, data)
-    run_dir = _open_run_dir(setup, run_dir, out, resume, writer)
-    started = runs.now()
-    if writer:
-        runs.write_result(run_dir, {"status": "running", "started": started})
-    progress = EpochProgress(cfg.epochs, quiet=quiet or not writer, prefix=progress_prefix)
-
-    def save() -> None:
+    with graceful_stop() as stop, ExitStack() as held:
+        setup = build(cfg, data)
+        run_dir = _open_run_dir(setup, run_dir, out, resume, writer, held)
+        started = runs.now()
         if writer:
-            save_checkpoint(setup, run_dir)
+            runs.write_result(run_dir, {"status": "running", "started": started})
+        progress = EpochProgress(cfg.epochs, quiet=quiet or not writer, prefix=progress_prefix)
 
-    def on_epoch_end(state: TrainState, row: dict) -> None:
-        progress.end_epoch(row)
-        if writer:
-            runs.write_metrics(run_dir, state.history)
-        save()
-        if on_epoch is not None:
-            on_epoch(row)
+        def save() -> None:
+            if writer:
+                save_checkpoint(setup, run_dir)
 
-    with graceful_stop() as stop:
+        def on_epoch_end(state: TrainState, row: dict) -> None:
+            progress.end_epoch(row)
+            if writer:
+                runs.write_metrics(run_dir, state.history)
+            if stop():  # a signal during validation: stop here, not a whole epoch later
+                raise Interrupted()
+            save()
+            if on_epoch is not None:
+                on_epoch(row)
+
         hooks = Hooks(on_epoch_end=on_epoch_end, should_stop=stop, progress=progress.start_epoch)
         status, reason = _fit(setup, hooks, progress, save)
-    result = _base_result(setup, run_dir, status)
-    result.update(started=started)
-    if reason and status != "completed":
-        result["reason"] = reason
-    if status == "completed":
+        result = _base_result(setup, run_dir, status)
+        result.update(started=started)
+        if reason and status != "completed":
+            result["reason"] = reason
         if writer:
-            save_weights(run_dir / runs.WEIGHTS, setup.net.state_dict(), weights_metadata(setup))
-        result["test"] = _evaluate_test(setup)
-    result.update(total_seconds=clock(), finished=runs.now())
-    if writer:
-        runs.write_result(run_dir, result)  # last: its status marks the directory complete
+            _save_weights(setup, run_dir, status)
+        if status == "completed":
+            result["test"] = _evaluate_test(setup)
+        result.update(total_seconds=clock(), finished=runs.now())
+        if writer:
+            runs.write_result(run_dir, result)  # last: its status marks the directory complete
     return result

@@ -7,7 +7,8 @@
     checkpoint.safetensors   full training state for --resume
 
 Every file is written atomically; result.json with a final status is written last, so a
-directory whose result says "completed" is complete.
+directory whose result says "completed" is complete. One process at a time writes a run
+directory (lock_run_dir); a kill leaves at most hidden ".*.tmp" files, which readers never open.
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import csv
 import hashlib
 import io
 import json
+import os
 import platform
 import re
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy
 import torch
@@ -61,6 +64,47 @@ def claim_run_dir(path: str | Path) -> Path:
     return path
 
 
+class RunDirBusy(TinyVisionError):
+    """Another process is writing this run directory."""
+
+
+_HELD: dict[str, list[int]] = {}  # real path -> [fd, depth]: the locks this process holds
+
+
+@contextmanager
+def lock_run_dir(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the directory while writing it; re-entrant within a process.
+
+    A second process is refused (RunDirBusy) rather than made to wait. The kernel drops the lock
+    when its holder dies, even by SIGKILL, so a crash leaves nothing to clean up.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one writer per directory is up to the user
+        yield
+        return
+    key = os.path.realpath(run_dir)
+    if key in _HELD:
+        _HELD[key][1] += 1
+    else:
+        fd = os.open(key, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirBusy(f"{run_dir} is being written by another process; wait for it to finish "
+                             "(nothing was changed)") from None
+        except OSError:  # a file system without locks (some network ones): go on unlocked
+            pass
+        _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            os.close(_HELD.pop(key)[0])  # closing the last descriptor releases the lock
+
+
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
     atomic_write(run_dir / CONFIG, dump_config(cfg))
 
@@ -73,8 +117,9 @@ def read_config(run_dir: str | Path) -> RunConfig:
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    """Rewrite metrics.csv whole (a few KB) so it is never half-written."""
+    """Rewrite metrics.csv whole (a few KB) so it is never half-written; no rows: no file."""
     if not rows:
+        (run_dir / METRICS).unlink(missing_ok=True)
         return
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

@@ -5,7 +5,6 @@ Losses and accuracies accumulate on the device and are read once per epoch. The 
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -59,8 +58,15 @@ class Interrupted(Exception):
     """Training stopped at a step boundary because should_stop() said so."""
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under torch.compile and DistributedDataParallel wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model) if hasattr(model, "require_backward_grad_sync") else model
+
+
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """A copy of the plain module's weights (keys as in the saved model file)."""
+    return {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
 
 
 def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: Hooks) -> dict:
@@ -146,8 +152,4 @@ def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
 
 def restore_best(state: TrainState) -> None:
     if state.best_state is not None:
-        state.model.load_state_dict(state.best_state)
-
-
-def model_copy_on_cpu(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model).cpu()
+        unwrap(state.model).load_state_dict(state.best_state)

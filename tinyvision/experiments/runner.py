@@ -2,7 +2,9 @@
 
 Running an experiment again skips finished runs (status completed or diverged), resumes
 interrupted ones from their checkpoint and restarts the rest. With jobs > 1 runs go to worker
-processes, each given cores // jobs threads so the machine is not oversubscribed.
+processes, each given cores // jobs threads so the machine is not oversubscribed; the runs of a
+worker that dies (killed, out of memory) are run again in fresh workers. A run directory being
+written by another process (a second `run` of the same experiment) is left to it.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,6 +27,7 @@ from .spec import Experiment, Point
 
 MANIFEST, SPEC_FILE = "manifest.json", "experiment.yaml"
 DONE_STATUSES = {"completed", "diverged"}
+POOL_ROUNDS = 3  # pools started for the runs of workers that died, the first included
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,20 @@ def _reset(run_dir: Path) -> None:
 
 def run_job(job: RunJob, threads: Optional[int] = None, quiet: bool = True) -> dict[str, Any]:
     """Train one run unless it is already done; failures become a result, not an exception."""
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with runs.lock_run_dir(job.run_dir):
+            return _run_locked(job, threads, quiet)
+    except runs.RunDirBusy as exc:  # its other writer will finish it
+        return {"status": "busy", "reason": str(exc), "run_dir": str(job.run_dir), "skipped": True}
+
+
+def _run_locked(job: RunJob, threads: Optional[int], quiet: bool) -> dict[str, Any]:
     from ..pipeline import train  # imported here: worker processes start light
 
     previous = runs.read_result(job.run_dir) if (job.run_dir / runs.RESULT).exists() else None
     if previous and previous.get("status") in DONE_STATUSES:
         return {**previous, "skipped": True}
-    job.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         if (job.run_dir / runs.CHECKPOINT).exists() and (job.run_dir / runs.CONFIG).exists():
             return train(runs.read_config(job.run_dir), run_dir=job.run_dir, resume=True, quiet=quiet)
@@ -99,7 +111,8 @@ def run_job(job: RunJob, threads: Optional[int] = None, quiet: bool = True) -> d
 def _describe(job: RunJob, result: dict[str, Any]) -> str:
     test = result.get("test") or {}
     acc = f"test acc {100 * test['accuracy']:.2f}%" if test else result.get("status", "?")
-    took = "skipped (done)" if result.get("skipped") else f"{result.get('total_seconds', 0):.1f}s"
+    took = ("skipped (being written elsewhere)" if result.get("status") == "busy" else "skipped (done)"
+            if result.get("skipped") else f"{result.get('total_seconds', 0):.1f}s")
     return f"{job.point.id} {job.point.label} seed {job.seed}: {acc} ({took})"
 
 
@@ -122,8 +135,30 @@ def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
             done(i, run_job(job, quiet=True))
         return results  # type: ignore[return-value]
     threads = max(1, cores // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, job, threads): i for i, job in enumerate(jobs)}
-        for future in as_completed(futures):
-            done(futures[future], future.result())
+    pending = list(range(len(jobs)))
+    for _ in range(POOL_ROUNDS):
+        pending = _pool_round(jobs, pending, workers, threads, done)
+        if not pending:
+            return results  # type: ignore[return-value]
+        print(f"a worker process died; running its {len(pending)} unfinished run(s) again",
+              file=sys.stderr, flush=True)
+    for i in pending:
+        done(i, {"status": "failed", "reason": f"its worker process died {POOL_ROUNDS} times",
+                 "run_dir": str(jobs[i].run_dir)})
     return results  # type: ignore[return-value]
+
+
+def _pool_round(jobs: list[RunJob], pending: list[int], workers: int, threads: int,
+                done: Callable[[int, dict], None]) -> list[int]:
+    """Run jobs[pending] in a fresh pool; the indices lost with a dead worker (the pool then fails)."""
+    lost = []
+    with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, jobs[i], threads): i for i in pending}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except BrokenProcessPool:  # what it had written is whole (atomic); a rerun resumes it
+                lost.append(futures[future])
+                continue
+            done(futures[future], result)
+    return sorted(lost)

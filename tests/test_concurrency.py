@@ -1,0 +1,170 @@
+"""Concurrency: parallel experiment and tuning workers, writers killed mid-write, one writer per run
+directory. Whatever happens, every final file parses; only hidden `.tmp` files may be left over,
+and the next writer of the directory removes them."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tinyvision import runs
+from tinyvision.checkpoint import remove_temp_files
+from tinyvision.cli import main
+from tinyvision.experiments import build_experiment
+from tinyvision.experiments.runner import execute, prepare_dir
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"dataset": "digits", "model": "digits-mlp", "epochs": 1, "train_subset": 64, "val_size": 32}
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def final_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".tmp")]
+
+
+def assert_all_parse(folder: Path) -> None:
+    """Every final file of every run directory under folder reads back whole."""
+    for path in final_files(folder):
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.name == runs.CONFIG:
+            runs.read_config(path.parent)
+        elif path.name == runs.METRICS:
+            runs.read_metrics(path.parent)
+        elif path.suffix == ".safetensors":
+            from tinyvision.checkpoint import load_state, load_weights
+            (load_state if path.name == runs.CHECKPOINT else load_weights)(path)
+    for path in folder.rglob(".*"):
+        assert path.name.endswith(".tmp"), path  # the only other thing a kill may leave
+
+
+@pytest.mark.slow
+def test_eight_worker_processes_write_200_runs_and_survive_a_killed_worker(tmp_path) -> None:
+    exp = build_experiment({"name": "many", "base": {**TINY, "lr": 0.01},
+                            "grid": {"lr": [0.001 * (i + 1) for i in range(20)]}, "repeats": 10})
+    jobs = prepare_dir(exp, tmp_path / "many")
+    assert len(jobs) == 200
+    seen = {"workers": 0, "killed": None, "results": 0}
+
+    def on_result(job, result) -> None:
+        children = multiprocessing.active_children()
+        seen["workers"] = max(seen["workers"], len(children))
+        seen["results"] += 1
+        if seen["killed"] is None and len(children) == 8 and seen["results"] >= 40:
+            victim = random.Random(0).choice(children)
+            seen["killed"] = victim.pid
+            os.kill(victim.pid, signal.SIGKILL)  # mid-run, likely mid-write: its runs are redone
+
+    start = time.perf_counter()
+    results = execute(jobs, workers=8, quiet=True, on_result=on_result)
+    took = time.perf_counter() - start
+    assert seen["workers"] == 8 and seen["killed"] is not None
+    assert len(results) == 200 and all(r["status"] == "completed" for r in results)
+    complete = [j for j in jobs if runs.is_complete(j.run_dir)]
+    assert len(complete) == 200 and len({j.run_dir for j in complete}) == 200
+    assert_all_parse(tmp_path / "many")
+    leftovers = list((tmp_path / "many").rglob("*.tmp"))
+    print(f"\nconcurrency: 200 runs written by 8 worker processes (one SIGKILLed, its runs redone) in {took:.0f}s; "
+          f"200 complete, 0 lost, {len(leftovers)} .tmp leftovers")
+    assert not leftovers  # the runs the dead worker left were redone, and their leftovers removed
+
+
+WRITER = """
+import json, os, sys, time
+from pathlib import Path
+from tinyvision.checkpoint import atomic_write
+folder, me = Path(sys.argv[1]), int(sys.argv[2])
+blob = "x" * 400_000  # big enough that a kill often lands inside a write
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    for name in (f"own-{me}-{i % 5}.json", "shared.json"):  # its own files, and one all share
+        atomic_write(folder / name, json.dumps({"writer": me, "i": i, "blob": blob, "end": True}))
+"""
+
+
+def test_writers_killed_mid_write_leave_only_whole_files(tmp_path) -> None:
+    folder = tmp_path / "files"
+    folder.mkdir()
+    kills = 0
+    rng = random.Random(1)
+    for _ in range(2):
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(folder), str(k)], env=env(),
+                                    stdout=subprocess.PIPE, text=True) for k in range(4)]
+        for w in writers:
+            assert w.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.2, 0.6))  # four processes racing each other through atomic_write
+        for w in writers:
+            w.send_signal(signal.SIGKILL)
+            w.wait()
+            w.stdout.close()
+            kills += 1
+        for path in final_files(folder):
+            data = json.loads(path.read_text())  # whole: never half of one write, never two mixed
+            assert data["end"] is True and len(data["blob"]) == 400_000
+        assert all(p.name.endswith(".tmp") for p in folder.glob(".*"))
+    assert json.loads((folder / "shared.json").read_text())["writer"] in range(4)
+    cut = len(remove_temp_files(folder))  # what the next writer of the folder does first
+    assert not list(folder.glob(".*"))
+    print(f"\natomic writes: {kills} writers SIGKILLed, {cut} writes cut short (left as .tmp), "
+          f"{len(final_files(folder))} final files all whole")
+
+
+def test_one_writer_per_run_directory(tmp_path, capsys) -> None:
+    """A second process may not write a run directory in use; the first keeps it intact."""
+    import tinyvision as tv
+
+    run_dir = tmp_path / "run"
+    tv.train({**TINY, "threads": 1}, run_dir=run_dir, quiet=True)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                               str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        rc = main(["train", "--resume", str(run_dir)])
+        err = capsys.readouterr().err
+        assert rc == 1 and err.count("\n") == 1 and "being written by another process" in err
+        exp = build_experiment({"name": "e", "base": {**TINY, "threads": 1}})
+        job = prepare_dir(exp, tmp_path / "e")[0]
+        job.run_dir.mkdir(parents=True)
+        os.rename(run_dir, job.run_dir)  # the holder's lock moves with the directory
+        assert execute([job], quiet=True)[0]["status"] == "busy"
+        assert {p.name: p.read_bytes() for p in job.run_dir.iterdir()} == before  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+@pytest.mark.slow
+def test_four_tuning_workers_share_one_study(tmp_path) -> None:
+    import optuna
+
+    from tinyvision.experiments.tune import build_tune, tune
+
+    spec = build_tune({"name": "t", "base": TINY, "search": {"lr": {"low": 1e-3, "high": 3e-2, "log": True}},
+                       "trials": 8, "sampler": {"startup_trials": 4}})
+    summary = tune(spec, tmp_path, workers=4, quiet=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    trials = optuna.load_study(study_name="t", storage=storage).get_trials()
+    assert len(trials) == 8 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.user_attrs["pid"] for t in trials}) == 4  # four processes really ran them
+    assert len({t.number for t in trials}) == 8
+    assert len(summary["rows"]) == 8
+    for t in trials:
+        assert runs.is_complete(t.user_attrs["run_dir"])
+    assert_all_parse(tmp_path)
+    assert not list(tmp_path.rglob("*.tmp"))
