@@ -32,7 +32,6 @@ import tinyvision as tv
 from tinyvision import runs
 from tinyvision.checkpoint import load_state, load_weights
 from tinyvision.cli import main
-from tinyvision.errors import TinyVisionError
 
 REPO = Path(__file__).resolve().parents[1]
 # dropout + augmentation draw random numbers every step, a per-step schedule and Adam carry state:
@@ -187,7 +186,9 @@ def _kill_chain(folder: Path, seed: int, kills_wanted: int, counts: dict[str, An
         proc = start_cli(folder, *args, log=run_dir.name)
         how = _kill_when(rng.choice(ways), proc, run_dir, rng) if kills < kills_wanted else None
         rc = proc.wait(timeout=300)
-        if how is None:  # the run finished on its own
+        if rc == 0:  # the run finished on its own (or the signal came after its last step)
+            how = None
+        if how is None:
             assert rc == 0, (rc, (folder / f"{run_dir.name}.err").read_text()[-2000:])
             done.append(run_dir)
             if kills >= kills_wanted:

@@ -223,6 +223,11 @@ class StopFlag:
         return self.requested
 
 
+# Signals that stop a run at its next step with a checkpoint. Experiment worker processes keep
+# only SIGINT: their pool stops a worker with SIGTERM when another dies, and it must then go at once.
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
 @contextmanager
 def graceful_stop() -> Iterator[StopFlag]:
     flag = StopFlag()
@@ -231,7 +236,7 @@ def graceful_stop() -> Iterator[StopFlag]:
         flag.requested = True  # a second signal changes nothing: the save is already coming
 
     try:
-        old = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old = {sig: signal.signal(sig, request) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread: no signal handling
         yield flag
         return

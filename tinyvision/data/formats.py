@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -37,6 +38,11 @@ _DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than ~1032:1; anything a
 MAX_IMAGE_PIXELS = 1 << 26  # 67 MP (a 64 MP photo); more is refused before decoding (memory)
 MAX_IMAGE_BYTES = 1 << 28  # 256 MiB per image file, read whole: a chunk's size claim allocates nothing
 _MAT_HEADER = 128  # MATLAB v5: 116 bytes of text, subsystem offset, version, endian "IM"/"MI"
+_MAT_PREFIX = 4096  # bytes of each variable read to check its tags (flags, dims, name, data)
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MI_NUMBERS = {1, 2, 3, 4, 5, 6, 7, 9, 12, 13}  # miINT8 ... miUINT64: element types of numbers
+_MAT_TYPES = _MI_NUMBERS | {14, 15, 16, 17, 18}  # ... and matrix, compressed, UTF-8/16/32
+_MX_NUMERIC = set(range(6, 16))  # array classes double, single, int8 ... uint64
 
 
 # ---------------------------------------------------------------------------------------- IDX
@@ -155,18 +161,80 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_mat_v5(source: str, expected: str) -> int:
-    """The file's size, once it is a MATLAB v5 file (scipy reads a file whose first four bytes
-    hold a zero as v4, whose header dimensions it allocates before reading any data)."""
+    """The file's size, once it is a MATLAB v5 file whose variables' tags scipy can trust.
+
+    scipy reads a file whose first four bytes hold a zero as v4 (and allocates the dimensions its
+    header claims), and reads v5 element tags unchecked: an unknown type code or a "small" element
+    of more than 4 bytes crashes it (segmentation fault). So each variable's flags, dims, name and
+    data tags are checked here first, reading only those few bytes of each.
+    """
     try:
         with open(source, "rb") as f:
             head = f.read(_MAT_HEADER)
             size = f.seek(0, io.SEEK_END)
+            if len(head) < _MAT_HEADER or 0 in head[:4] or head[126:128] not in (b"IM", b"MI"):
+                raise DataError(f"{source}: expected {expected}, found no v5 header ({size} bytes; a v5 "
+                                "file opens with text and has 'IM' or 'MI' at byte 126)")
+            order = "<" if head[126:128] == b"IM" else ">"
+            pos = _MAT_HEADER
+            while pos + 8 <= size:
+                f.seek(pos)
+                kind, length = struct.unpack(order + "II", f.read(8))
+                problem = _mat_variable_problem(f, kind, length, size - pos - 8, order)
+                if problem:
+                    raise DataError(f"{source}: expected {expected}, found {problem} at byte {pos}")
+                pos += 8 + length
     except OSError as exc:
         raise DataError(f"{source}: expected {expected}, {_why(exc)}") from None
-    if len(head) < _MAT_HEADER or 0 in head[:4] or head[126:128] not in (b"IM", b"MI"):
-        raise DataError(f"{source}: expected {expected}, found no v5 header ({size} bytes; a v5 file "
-                        "opens with text and has 'IM' or 'MI' at byte 126)")
     return size
+
+
+def _mat_variable_problem(f: IO[bytes], kind: int, length: int, left: int, order: str) -> str:
+    """What is wrong with the variable whose tag was just read ("" if nothing): its first bytes,
+    inflated for a compressed one, must hold valid flags, dims, name and data tags."""
+    if length > left:
+        return f"a variable of {length} bytes where {left} remain"
+    if kind == _MI_MATRIX:
+        return _mat_tags_problem(f.read(min(length, _MAT_PREFIX)), length, order)
+    if kind != _MI_COMPRESSED:
+        return f"a top-level element of type {kind}"
+    inflate, content = zlib.decompressobj(), b""
+    while len(content) < _MAT_PREFIX and length > 0 and not inflate.eof:
+        chunk = f.read(min(length, 1 << 16))
+        length -= len(chunk)
+        try:
+            content += inflate.decompress(chunk, _MAT_PREFIX - len(content))
+        except zlib.error as exc:
+            return f"a compressed variable that does not inflate ({exc})"
+        if not chunk:
+            break
+    if len(content) < 8:
+        return "a compressed variable without a matrix inside"
+    kind, length = struct.unpack_from(order + "II", content)
+    if kind != _MI_MATRIX:
+        return f"a compressed element of type {kind}, not a matrix"
+    return _mat_tags_problem(content[8:], length, order)
+
+
+def _mat_tags_problem(content: bytes, length: int, order: str) -> str:
+    """Check the tags of a matrix's first bytes: flags, dims, name, then a numeric one's data."""
+    pos, tags = 0, []
+    while len(tags) < 4 and pos + 8 <= len(content):
+        word, n = struct.unpack_from(order + "II", content, pos)
+        kind, small = word & 0xFFFF, word >> 16
+        if kind not in _MAT_TYPES or small > 4:
+            return f"an element tag of type {kind} and {small or n} bytes"
+        tags.append((kind, small or n, content[pos + (4 if small else 8):]))
+        pos += 8 if small else 8 + n + (-n % 8)
+        if pos > length:
+            return f"an element of {n} bytes beyond its matrix"
+    if len(tags) < 3 or tags[0][0] != 6 or tags[0][1] != 8 or tags[1][0] != 5 or tags[2][0] != 1:
+        return "a matrix without its flags, dims and name"
+    flags = struct.unpack_from(order + "I", tags[0][2])[0] if len(tags[0][2]) >= 4 else 0
+    if flags & 0xFF in _MX_NUMERIC and (flags & 0x800 or (tags[3][0] not in _MI_NUMBERS if len(tags) == 4
+                                                          else pos < length)):
+        return "a numeric matrix whose data is complex, missing or not numbers"
+    return ""
 
 
 def _integer_labels(y: np.ndarray, source: str) -> np.ndarray:

@@ -3,13 +3,15 @@
 Running an experiment again skips finished runs (status completed or diverged), resumes
 interrupted ones from their checkpoint and restarts the rest. With jobs > 1 runs go to worker
 processes, each given cores // jobs threads so the machine is not oversubscribed; the runs of a
-worker that dies (killed, out of memory) are run again in fresh workers. A run directory being
+worker that dies (killed, out of memory) are run again in fresh workers, and a Ctrl-C stops the
+running runs at their next step (checkpointed) and starts no other. A run directory being
 written by another process (a second `run` of the same experiment) is left to it.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +30,18 @@ from .spec import Experiment, Point
 MANIFEST, SPEC_FILE = "manifest.json", "experiment.yaml"
 DONE_STATUSES = {"completed", "diverged"}
 POOL_ROUNDS = 3  # pools started for the runs of workers that died, the first included
+_stop: Any = None  # in worker processes: an Event set when the experiment is interrupted
+
+
+def _init_worker(stop: Any) -> None:
+    """In each worker process: the interrupt Event, and SIGTERM left fatal. When a worker dies, the
+    pool SIGTERMs the others (their queues may be locked for good); one that took it as a request
+    to stop at its next step would then wait on those queues forever."""
+    global _stop
+    from .. import pipeline
+
+    _stop = stop
+    pipeline.STOP_SIGNALS = [signal.SIGINT]
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,9 @@ def _reset(run_dir: Path) -> None:
 
 def run_job(job: RunJob, threads: Optional[int] = None, quiet: bool = True) -> dict[str, Any]:
     """Train one run unless it is already done; failures become a result, not an exception."""
+    if _stop is not None and _stop.is_set():  # queued before a Ctrl-C: not to be started now
+        return {"status": "not started", "reason": "the experiment was interrupted",
+                "run_dir": str(job.run_dir), "skipped": True}
     job.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with runs.lock_run_dir(job.run_dir):
@@ -111,8 +128,10 @@ def _run_locked(job: RunJob, threads: Optional[int], quiet: bool) -> dict[str, A
 def _describe(job: RunJob, result: dict[str, Any]) -> str:
     test = result.get("test") or {}
     acc = f"test acc {100 * test['accuracy']:.2f}%" if test else result.get("status", "?")
-    took = ("skipped (being written elsewhere)" if result.get("status") == "busy" else "skipped (done)"
-            if result.get("skipped") else f"{result.get('total_seconds', 0):.1f}s")
+    if result.get("skipped"):
+        took = "skipped: " + ("done" if result.get("status") in DONE_STATUSES else result.get("reason", ""))
+    else:
+        took = f"{result.get('total_seconds', 0):.1f}s"
     return f"{job.point.id} {job.point.label} seed {job.seed}: {acc} ({took})"
 
 
@@ -151,14 +170,21 @@ def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
 def _pool_round(jobs: list[RunJob], pending: list[int], workers: int, threads: int,
                 done: Callable[[int, dict], None]) -> list[int]:
     """Run jobs[pending] in a fresh pool; the indices lost with a dead worker (the pool then fails)."""
-    lost = []
-    with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=get_context("spawn")) as pool:
+    lost, context = [], get_context("spawn")
+    stop = context.Event()
+    with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
+                             initializer=_init_worker, initargs=(stop,)) as pool:
         futures = {pool.submit(run_job, jobs[i], threads): i for i in pending}
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except BrokenProcessPool:  # what it had written is whole (atomic); a rerun resumes it
-                lost.append(futures[future])
-                continue
-            done(futures[future], result)
+        try:
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:  # what it had written is whole (atomic); a rerun resumes it
+                    lost.append(futures[future])
+                    continue
+                done(futures[future], result)
+        except KeyboardInterrupt:  # the workers' runs got the Ctrl-C too and stop at their next step
+            stop.set()  # runs already handed to a worker's queue return without starting
+            pool.shutdown(cancel_futures=True)  # the rest are never handed out
+            raise
     return sorted(lost)
