@@ -22,7 +22,8 @@ Init = Literal["default", "xavier", "kaiming", "normal"]
 class RunConfig(BaseModel):
     """Everything that defines one training run; saved as config.yaml in the run directory."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)
 
     recipe: Optional[str] = None  # named set of defaults (see `tinyvision recipes`); fields given win
 
