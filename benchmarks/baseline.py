@@ -32,35 +32,120 @@ class PerSampleMNIST(Dataset):
         return (x - MNIST_MEAN) / MNIST_STD, self.labels[i]  # Normalize
 
 
+# --- torchvision 0.28's per-sample path, call for call (BSD-3-Clause, (c) Soumith Chintala 2016) ---
+# torchvision's own wheel cannot be imported beside this project's CPU build of torch ("operator
+# torchvision::nms does not exist"), so the Python it runs per sample is reproduced here: MNIST's
+# __getitem__ (uint8 row -> PIL image), Compose, ToTensor (PIL -> numpy -> CHW float / 255) and the
+# Normalize module (clone, then sub_/div_ by per-call mean/std tensors), with their checks and
+# API-usage logging calls.
+
+def _log_api_usage_once(obj: object) -> None:
+    import types
+
+    module = obj.__module__
+    if not module.startswith("torchvision"):
+        module = f"torchvision.internal.{module}"
+    name = obj.__name__ if isinstance(obj, types.FunctionType) else obj.__class__.__name__
+    torch._C._log_api_usage_once(f"{module}.{name}")
+
+
+def _to_tensor(pic):  # torchvision.transforms.functional.to_tensor, PIL branch
+    import numpy as np
+    from PIL import Image
+
+    if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+        _log_api_usage_once(_to_tensor)
+    if not (isinstance(pic, Image.Image) or isinstance(pic, np.ndarray)):
+        raise TypeError(f"pic should be PIL Image or ndarray. Got {type(pic)}")
+    default_float_dtype = torch.get_default_dtype()
+    mode_to_nptype = {"I": np.int32, "I;16": np.int16, "F": np.float32}
+    img = torch.from_numpy(np.array(pic, mode_to_nptype.get(pic.mode, np.uint8), copy=True))
+    if pic.mode == "1":
+        img = 255 * img
+    img = img.view(pic.size[1], pic.size[0], len(pic.getbands()))
+    img = img.permute((2, 0, 1)).contiguous()
+    if isinstance(img, torch.ByteTensor):
+        return img.to(dtype=default_float_dtype).div(255)
+    return img
+
+
+def _normalize(tensor: torch.Tensor, mean: list, std: list, inplace: bool = False) -> torch.Tensor:
+    if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+        _log_api_usage_once(_normalize)
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"img should be Tensor Image. Got {type(tensor)}")
+    if not tensor.ndim >= 2:  # _functional_tensor.normalize from here on
+        raise TypeError("Tensor is not a torch image.")
+    if not tensor.is_floating_point():
+        raise TypeError(f"Input tensor should be a float tensor. Got {tensor.dtype}.")
+    if tensor.ndim < 3:
+        raise ValueError(f"Expected tensor to be a tensor image of size (..., C, H, W). Got {tensor.size()}")
+    if not inplace:
+        tensor = tensor.clone()
+    dtype = tensor.dtype
+    mean_t = torch.as_tensor(mean, dtype=dtype, device=tensor.device)
+    std_t = torch.as_tensor(std, dtype=dtype, device=tensor.device)
+    if (std_t == 0).any():
+        raise ValueError(f"std evaluated to zero after conversion to {dtype}, leading to division by zero.")
+    if mean_t.ndim == 1:
+        mean_t = mean_t.view(-1, 1, 1)
+    if std_t.ndim == 1:
+        std_t = std_t.view(-1, 1, 1)
+    return tensor.sub_(mean_t).div_(std_t)
+
+
+class Compose:
+    def __init__(self, transforms: list) -> None:
+        _log_api_usage_once(self)
+        self.transforms = transforms
+
+    def __call__(self, img):
+        for t in self.transforms:
+            img = t(img)
+        return img
+
+
+class ToTensor:
+    def __init__(self) -> None:
+        _log_api_usage_once(self)
+
+    def __call__(self, pic):
+        return _to_tensor(pic)
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: tuple, std: tuple, inplace: bool = False) -> None:
+        super().__init__()
+        _log_api_usage_once(self)
+        self.mean, self.std, self.inplace = mean, std, inplace
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        return _normalize(tensor, self.mean, self.std, self.inplace)
+
+
 class TorchvisionLikeMNIST(Dataset):
-    """torchvision.datasets.MNIST.__getitem__ + ToTensor + Normalize, line for line, without
-    torchvision: each sample is decoded into a PIL image, converted back and normalised."""
+    """torchvision.datasets.MNIST(transform=Compose([ToTensor(), Normalize(...)])) without torchvision."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         from PIL import Image  # noqa: F401 (fail here when Pillow is missing)
 
         self.data, self.targets = images[:, 0], labels  # (N,28,28) uint8, as torchvision stores it
+        self.transform = Compose([ToTensor(), Normalize((MNIST_MEAN,), (MNIST_STD,))])
+        self.target_transform = None
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        import numpy as np
         from PIL import Image
 
         img, target = self.data[index], int(self.targets[index])
-        img = Image.fromarray(img.numpy(), mode="L")
-        # transforms.ToTensor (functional.to_tensor for a PIL image)
-        t = torch.from_numpy(np.array(img, np.uint8, copy=True))
-        t = t.view(img.size[1], img.size[0], len(img.getbands())).permute((2, 0, 1)).contiguous()
-        t = t.to(dtype=torch.get_default_dtype()).div(255)
-        # transforms.Normalize (functional.normalize)
-        mean = torch.as_tensor((MNIST_MEAN,), dtype=t.dtype, device=t.device)
-        std = torch.as_tensor((MNIST_STD,), dtype=t.dtype, device=t.device)
-        if (std == 0).any():
-            raise ValueError("std evaluated to zero")
-        t = t.sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
-        return t, target
+        img = Image.fromarray(img.numpy())  # torchvision's _Image_fromarray: mode "L" for uint8 2-D
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
 
 
 def per_sample_dataset(images: torch.Tensor, labels: torch.Tensor, data_dir: Optional[str],

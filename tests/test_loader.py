@@ -55,7 +55,26 @@ def test_images_match_labels_and_are_normalised() -> None:
         assert x.dtype == torch.float32
         expected = ((y % 256).float() - norm.mean[0]) / norm.std[0]
         assert torch.allclose(x[:, 0, 0, 0], expected, atol=1e-5)
-    assert loader.images.dtype == torch.uint8  # the split stays uint8 on the device
+    assert loader.prenormalised and loader.images.dtype == torch.float32  # normalised once
+    augmented = DeviceLoader(split, 50, norm=norm, shuffle=True, seed=1, augment="translate")
+    assert not augmented.prenormalised and augmented.images.dtype == torch.uint8  # shifts raw pixels
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prenormalised_batches_equal_per_batch_normalisation(channels_last: bool, monkeypatch) -> None:
+    import tinyvision.data.loader as loader_module
+
+    images = torch.randint(0, 256, (300, 3, 6, 6), dtype=torch.uint8)
+    split = Split(images, torch.randint(0, 10, (300,)))
+    norm = Normalization.from_split(split)
+    once = DeviceLoader(split, 64, norm=norm, shuffle=True, seed=2, channels_last=channels_last)
+    monkeypatch.setattr(loader_module, "PRENORMALISE_MAX_BYTES", 0)  # too big: per-batch path
+    per_batch = DeviceLoader(split, 64, norm=norm, shuffle=True, seed=2, channels_last=channels_last)
+    assert once.prenormalised and not per_batch.prenormalised
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for (x1, y1), (x2, y2) in zip(once, per_batch, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)  # bit-identical: resumes do not care
+        assert x1.is_contiguous(memory_format=layout)
 
 
 def test_normalization_statistics_come_from_the_split() -> None:

@@ -70,7 +70,39 @@ def test_cnn_tiny_macs_by_hand():
     # head: 196*10 = 1,960
     assert macs == {"conv1": 112_896, "conv2": 112_896, "head": 1_960}
     assert summary.macs == 227_752
-    assert [r.output_shape for r in summary.rows][:3] == [(16, 28, 28), (16, 28, 28), (16, 14, 14)]
+    # the max pool runs before the ReLU (they commute): conv1, pool1, act1
+    assert [(r.name, r.output_shape) for r in summary.rows][:3] == \
+        [("conv1", (16, 28, 28)), ("pool1", (16, 14, 14)), ("act1", (16, 14, 14))]
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_max_pool_before_a_monotonic_activation_changes_nothing(activation: str) -> None:
+    torch.manual_seed(0)
+    model = create_model("cnn:8-16/k3/bn/fc32", (1, 12, 12), 10, activation=activation)
+    names = list(model._modules)
+    assert names.index("pool1") < names.index("act1")
+    textbook = torch.nn.Sequential(*[model._modules[n] for n in _textbook_order(names)])
+    x = torch.randn(16, 1, 12, 12, dtype=torch.float64)
+    model.double()
+    a, b = model(x), textbook(x)
+    assert torch.equal(a, b)
+    grads = [torch.autograd.grad(out.square().sum(), list(model.parameters())) for out in (a, b)]
+    assert all(torch.equal(g1, g2) for g1, g2 in zip(*grads))
+
+
+def _textbook_order(names: list[str]) -> list[str]:
+    """conv, [bn,] act, pool: swap each pool{i} back behind its act{i}."""
+    order = list(names)
+    for i, n in enumerate(names):
+        if n.startswith("pool") and order[i + 1] == "act" + n[4:]:
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
+def test_gelu_and_avg_pool_keep_the_textbook_order() -> None:
+    for spec, activation in (("cnn:8/k3/fc16", "gelu"), ("cnn:8/k3/avg/fc16", "relu")):
+        names = list(create_model(spec, (1, 12, 12), 10, activation=activation)._modules)
+        assert names.index("act1") < names.index("pool1"), (spec, activation)
 
 
 def test_summary_restores_modes_and_formats():

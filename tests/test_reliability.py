@@ -569,6 +569,8 @@ def test_no_bare_asserts_in_the_package() -> None:
     (["batch_size=0"], "batch_size"), (["optimizer=sgdd"], "optimizer"), (["--epochs", "0"], "epochs"),
     (["augment=yes"], "augment"), (["threads=0"], "threads"), (["val_size=1.5"], "val_size"),
     (["seed=-1"], "seed"), (["deterministic=maybe"], "deterministic"),
+    (["epochs=true"], "epochs"), (["lr=false"], "lr"), (["recipe=mnist-fastt"], "recipe"),
+    (["precision=fp16"], "precision"),
 ])
 def test_bad_config_values_exit_2_naming_the_field(capsys, args, field) -> None:
     rc = main(["train", "--dataset", "digits", *args])

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownNameError
 
 Optimizer = Literal["sgd", "adam", "adamw", "adamax", "adadelta"]
 Schedule = Literal["none", "exponential", "step", "cosine", "onecycle"]
@@ -60,13 +61,14 @@ class RunConfig(BaseModel):
     epochs: int = Field(10, ge=1, le=100_000)
     patience: Optional[int] = Field(None, ge=1)  # early stopping on validation NLL; None = off
     min_delta: float = Field(0.0, ge=0.0)  # improvement in validation NLL that resets patience
-    tta: bool = False  # test-time augmentation (flip/shift average) at evaluation
+    tta: bool = False  # test-time augmentation at evaluation: 1-px shifts, + mirror with flip augment
 
     # execution
     seed: int = Field(0, ge=0, lt=2**63)
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     threads: Optional[int] = Field(None, ge=1)  # CPU threads; None = all cores
     compile: bool = False  # torch.compile the model
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast where it pays (runtime.autocast_dtype)
     deterministic: bool = False  # torch deterministic algorithms (GPU)
     eval_batch_size: int = Field(1024, ge=1)
 
@@ -81,16 +83,42 @@ class RunConfig(BaseModel):
             raise ValueError("a count must be >= 1")
         return v
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1: `epochs=true` must be an error, not one epoch
+        if isinstance(v, bool) and info.field_name in NUMERIC_FIELDS:
+            raise ValueError("must be a number, not a boolean")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer=sgd and momentum > 0")
         return self
 
+    @property
+    def flips(self) -> bool:
+        """Trained on mirror images too, so test-time augmentation may average the mirror image."""
+        return self.augment == "flip-translate"
+
     def model_overrides(self) -> dict[str, Any]:
         """The spec fields this config overrides (those not left at None)."""
         fields = ("activation", "kernel_size", "dropout", "batch_norm")
         return {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
+
+
+def _is_numeric(annotation: Any) -> bool:
+    """int, float, a Literal of ints, or an Optional/Union holding one of them."""
+    origin, args = getattr(annotation, "__origin__", None), getattr(annotation, "__args__", ())
+    if origin is Union:
+        return any(_is_numeric(a) for a in args if a is not type(None))
+    if origin is Literal:
+        return all(isinstance(a, int) and not isinstance(a, bool) for a in args)
+    return annotation in (int, float)
+
+
+NUMERIC_FIELDS = frozenset(name for name, f in RunConfig.model_fields.items() if _is_numeric(f.annotation))
 
 
 def _field_error(exc: ValidationError, prefix: str = "config ",
@@ -116,7 +144,10 @@ def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunCo
     if merged.get("recipe"):
         from .recipes import recipe_values  # recipes sit above config: import on use
 
-        merged = {**recipe_values(str(merged["recipe"])), **merged}
+        try:
+            merged = {**recipe_values(str(merged["recipe"])), **merged}
+        except UnknownNameError as exc:
+            raise ConfigError(f"config field 'recipe': {exc}") from None
     try:
         return RunConfig(**merged)
     except ValidationError as exc:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .data.loader import DeviceLoader
-from .runtime import autocast
+from .runtime import autocast, autocast_dtype
 
 
 @dataclass
@@ -31,19 +32,22 @@ class Predictions:
 
 
 @torch.inference_mode()
-def predict_loader(model: nn.Module, loader: DeviceLoader, *, tta: bool = False) -> Predictions:
-    """One pass in eval mode; probabilities averaged over shifted copies when tta is on."""
+def predict_loader(model: nn.Module, loader: DeviceLoader, *, tta: bool = False, flip: bool = False,
+                   precision: str = "auto") -> Predictions:
+    """One pass in eval mode; probabilities averaged over shifted copies when tta is on (and the
+    mirror image too with flip, for data trained with flips: not digits)."""
+    dtype = autocast_dtype(precision, loader.device, model)
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     probs, labels = [], []
     loss_sum = torch.zeros((), device=loader.device, dtype=torch.float64)
     for x, y in loader:
-        with autocast(loader.device):
+        with autocast(loader.device, dtype):
             logits = model(x).float()
         p = logits.softmax(dim=1)
         if tta:
-            p = _tta_probs(model, x, p, loader.device, _background(loader))
+            p = _tta_probs(model, x, p, loader.device, dtype, _background(loader), flip)
         loss_sum += F.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum").double()
         probs.append(p)
         labels.append(y)
@@ -72,15 +76,18 @@ def shift_images(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor) -> torch
 
 
 def _tta_probs(model: nn.Module, x: torch.Tensor, p: torch.Tensor, device: torch.device,
-               fill: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Average with one-pixel shifts up, down, left and right (no flips: digits are not
-    mirror-symmetric); the border that a shift uncovers is filled with the background."""
+               dtype: Optional[torch.dtype], fill: torch.Tensor | float = 0.0,
+               flip: bool = False) -> torch.Tensor:
+    """Average with one-pixel shifts up, down, left and right, and with flip the left-right
+    mirror image (only for data trained with flips: digits are not mirror-symmetric); the
+    border that a shift uncovers is filled with the background."""
     fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    views = [shift_images(x, dy, dx, fill) for dy, dx in TTA_SHIFTS] + ([x.flip(-1)] if flip else [])
     total = p.clone()
-    for dy, dx in TTA_SHIFTS:
-        with autocast(device):
-            total += model(shift_images(x, dy, dx, fill)).float().softmax(dim=1)
-    return total / (1 + len(TTA_SHIFTS))
+    for view in views:
+        with autocast(device, dtype):
+            total += model(view).float().softmax(dim=1)
+    return total / (1 + len(views))
 
 
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -85,7 +85,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | No
         raise TinyVisionError(f"unknown split {split!r}; valid: train, val, test")
     dev = resolve_device(device)
     loader = DeviceLoader(getattr(data, split), cfg.eval_batch_size, device=dev, norm=loaded.norm)
-    pred = predict_loader(loaded.model.to(dev), loader)
+    pred = predict_loader(loaded.model.to(dev), loader, tta=cfg.tta, flip=cfg.flips, precision=cfg.precision)
     report = class_report(pred, data.classes)
     return {"split": split, **split_metrics(pred), "per_class_recall": report.recall,
             "most_confused": report.most_confused, "classes": list(data.classes)}

@@ -29,7 +29,7 @@ from .evaluate import class_report, predict_loader, split_metrics
 from .models import create_model, summarize
 from .optim import build_optimizer, build_scheduler, init_weights
 from .progress import EpochProgress
-from .runtime import configure_threads, resolve_device, set_determinism, use_channels_last
+from .runtime import autocast_dtype, configure_threads, resolve_device, set_determinism, use_channels_last
 from .train import DivergedError, Hooks, Interrupted, TrainState, fit, snapshot
 
 EXIT_INTERRUPTED = 130  # documented exit code of a run stopped by Ctrl-C / SIGTERM
@@ -249,6 +249,12 @@ def graceful_stop() -> Iterator[StopFlag]:
 
 # -- the run -----------------------------------------------------------------------------------
 
+def _precision_name(setup: Setup) -> str:
+    """What `precision` resolved to on this machine: fp32, or the autocast dtype (bf16)."""
+    dtype = autocast_dtype(setup.cfg.precision, setup.device, setup.net)
+    return "fp32" if dtype is None else str(dtype).removeprefix("torch.").replace("bfloat16", "bf16")
+
+
 def _base_result(setup: Setup, run_dir: Path, status: str) -> dict[str, Any]:
     summary = summarize(setup.net, setup.data.input_shape)
     s = setup.state
@@ -257,6 +263,7 @@ def _base_result(setup: Setup, run_dir: Path, status: str) -> dict[str, Any]:
             "model": setup.cfg.model, "spec": getattr(setup.net, "spec", setup.cfg.model),
             "params": summary.params, "macs": summary.macs, "seed": setup.cfg.seed,
             "device": str(setup.device), "threads": torch.get_num_threads(),
+            "precision": _precision_name(setup),
             "epochs_run": s.epoch, "best_epoch": s.best_epoch, "stopped_early": s.stopped_early,
             "deterministic": torch.are_deterministic_algorithms_enabled(),
             "best_val": {k.removeprefix("val_"): best[k] for k in ("val_loss", "val_accuracy", "val_error")} if best else None,
@@ -268,7 +275,8 @@ def _base_result(setup: Setup, run_dir: Path, status: str) -> dict[str, Any]:
 def _evaluate_test(setup: Setup) -> dict[str, Any]:
     loader = DeviceLoader(setup.data.test, setup.cfg.eval_batch_size, device=setup.device,
                           norm=setup.norm, channels_last=setup.train_loader.channels_last)
-    pred = predict_loader(setup.state.model, loader, tta=setup.cfg.tta)
+    pred = predict_loader(setup.state.model, loader, tta=setup.cfg.tta, flip=setup.cfg.flips,
+                          precision=setup.cfg.precision)
     report = class_report(pred, setup.data.classes)
     return {**split_metrics(pred), "per_class": {"precision": report.precision, "recall": report.recall,
                                                  "support": report.support},

@@ -31,18 +31,20 @@ _ONECYCLE = dict(optimizer="adam", schedule="onecycle", label_smoothing=0.1)
 add_recipe("digits-cnn", "Digits: CNN with batch norm, 1-px shifts, one-cycle, label smoothing (~97% test)",
            dataset="digits", model="digits-cnn", batch_norm=True, augment="translate", translate=1,
            optimizer="adam", schedule="onecycle", lr=3e-3, label_smoothing=0.1, epochs=40, batch_size=64)
-add_recipe("digits-accurate", "Digits: unpooled CNN (8x8 kept), dropout, 1-px shifts, shift TTA (~98.9% test)",
+add_recipe("digits-accurate", "Digits: unpooled CNN (8x8 kept), dropout, 1-px shifts, 80 epochs, 100 validation "
+           "images, shift TTA (~99.0% test)",
            dataset="digits", model="cnn:32-64/k3/nopool/bn/fc128/drop0.3", augment="translate",
-           translate=1, lr=3e-3, epochs=40, batch_size=64, tta=True, **_ONECYCLE)
-add_recipe("mnist-fast", "MNIST: small BN CNN, valid 5x5 convs, 2 epochs one-cycle (99.3% test, ~19 s on 2 cores)",
+           translate=1, lr=3e-3, epochs=80, val_size=100, batch_size=64, tta=True, **_ONECYCLE)
+add_recipe("mnist-fast", "MNIST: small BN CNN, valid 5x5 convs, 2 epochs one-cycle (99.3% test, ~13 s on 2 cores)",
            dataset="mnist", model="cnn:16-32/k5/p0/bn/fc128", lr=4e-3, epochs=2, batch_size=128,
            **_ONECYCLE)
 add_recipe("mnist-accurate", "MNIST: BN CNN 32-64-128, 2-px shifts, 8 epochs one-cycle, shift TTA (~99.6% test)",
            dataset="mnist", model="cnn:32-64-128/k3/bn/fc256", augment="translate", translate=2,
            lr=3e-3, epochs=8, batch_size=128, tta=True, **_ONECYCLE)
-add_recipe("fashion-accurate", "Fashion-MNIST: BN CNN 32-64-128, flips + 2-px shifts, 12 epochs one-cycle, TTA",
+add_recipe("fashion-accurate", "Fashion-MNIST: BN CNN 32-64-128, flips + 2-px shifts, 16 epochs one-cycle, "
+           "shift + mirror TTA (~93.7% test)",
            dataset="fashion-mnist", model="cnn:32-64-128/k3/bn/fc256", augment="flip-translate",
-           translate=2, lr=3e-3, epochs=12, batch_size=128, tta=True, **_ONECYCLE)
+           translate=2, lr=3e-3, epochs=16, batch_size=128, tta=True, **_ONECYCLE)
 
 
 def recipe_values(name: str) -> dict[str, Any]:

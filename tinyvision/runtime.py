@@ -38,23 +38,64 @@ def configure_threads(threads: Optional[int]) -> int:
     return count
 
 
-def autocast(device: torch.device) -> ContextManager:
-    """bf16 autocast on CUDA (tensor cores); plain fp32 elsewhere, where bf16 is slower or inexact."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def has_conv(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def cpu_has_native_bf16() -> bool:
+    """oneDNN runs bf16 natively here (AVX512-BF16 or AMX); elsewhere it emulates it, slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(precision: str, device: torch.device, model: torch.nn.Module) -> Optional[torch.dtype]:
+    """The autocast dtype for `precision` (None = plain fp32).
+
+    auto: bf16 on CUDA GPUs that support it; on a CPU with native bf16 only for convolutional
+    models, where it halves the time of the convolutions (an MLP's tiny matmuls get slower from the
+    extra casts; benchmarks/README.md); fp32 elsewhere.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"config field 'precision': unknown precision {precision!r} ({', '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return None
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        supported = torch.cuda.is_bf16_supported()
+        if precision == "bf16" and not supported:
+            raise ConfigError("config field 'precision': bf16 requested but this GPU does not support it")
+        return torch.bfloat16 if supported else None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cpu" and has_conv(model) and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager:
+    """Mixed precision in `dtype` (weights and optimiser stay fp32); a no-op for dtype None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def use_channels_last(device: torch.device, model: torch.nn.Module) -> bool:
     """channels_last pays for convolutions on CUDA (tensor cores) and on CPU, where oneDNN's
     convolutions and batch norm run NHWC natively and skip layout reorders (benchmarks/README.md)."""
-    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    return device.type in ("cuda", "cpu") and has_conv
+    return device.type in ("cuda", "cpu") and has_conv(model)
 
 
 def set_determinism(enabled: bool, device: torch.device) -> None:
-    """Deterministic kernels; cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before CUDA starts."""
+    """Deterministic kernels or not, as the run asks (a run in the same process after a
+    deterministic one gets the fast kernels back); cuBLAS needs CUBLAS_WORKSPACE_CONFIG set
+    before CUDA starts."""
     if not enabled:
+        if torch.are_deterministic_algorithms_enabled():
+            torch.use_deterministic_algorithms(False)
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)

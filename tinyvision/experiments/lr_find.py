@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import atomic_write
 from ..config import RunConfig
-from ..runtime import autocast
+from ..runtime import autocast, autocast_dtype
 from ..tables import to_csv
 
 
@@ -34,11 +34,12 @@ def lr_find(cfg: RunConfig, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps
     model, optimizer = setup.state.model, setup.state.optimizer
     model.train()
     rows, avg, best, stopped = [], 0.0, math.inf, "max_lr"
+    dtype = autocast_dtype(cfg.precision, setup.device, model)
     for step, (x, y) in zip(range(steps), _batches(setup.train_loader)):
         lr = min_lr * (max_lr / min_lr) ** (step / max(1, steps - 1))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with autocast(setup.device):
+        with autocast(setup.device, dtype):
             loss = F.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

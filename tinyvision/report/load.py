@@ -144,5 +144,5 @@ def predict_test(run_dir: str | Path) -> TestPredictions:
     loaded = load_model(run_dir)
     data = load_data(cfg)
     loader = DeviceLoader(data.test, cfg.eval_batch_size, device="cpu", norm=loaded.norm)
-    pred = predict_loader(loaded.model, loader, tta=cfg.tta)
+    pred = predict_loader(loaded.model, loader, tta=cfg.tta, flip=cfg.flips, precision=cfg.precision)
     return TestPredictions(data.test.images, pred.labels, pred.probs, tuple(data.classes))

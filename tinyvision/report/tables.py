@@ -37,7 +37,7 @@ def run_summary_table(result: dict[str, Any], metrics: Sequence[dict[str, float]
         ("best val loss (nats)", best.get("loss"), num), ("best val accuracy", best.get("accuracy"), pct),
         ("test loss (nats)", test.get("loss"), num), ("test accuracy", test.get("accuracy"), pct),
         ("test error", test.get("error"), pct), ("seed", result.get("seed"), plain),
-        ("device", result.get("device"), plain),
+        ("device", result.get("device"), plain), ("precision", result.get("precision"), plain),
         ("mean epoch time (s, training only)", result.get("mean_epoch_seconds"), seconds),
         ("total time (s, incl. data and test)", result.get("total_seconds"), seconds),
     ]
