@@ -171,15 +171,18 @@ def test_four_tuning_workers_share_one_study(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_parallel_experiment(tmp_path) -> None:
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"])
+def test_ctrl_c_stops_a_parallel_experiment(tmp_path, inherited) -> None:
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) stops the running runs at their
-    next step with a checkpoint, starts no other run, and exits 130."""
+    next step with a checkpoint, starts no other run, and exits 130 - also when the process was
+    started with SIGINT ignored, as a script's background job is (the workers stop on it anyway)."""
     (tmp_path / "exp.yaml").write_text("name: int\nbase: {dataset: digits, model: 'mlp:512-512', epochs: 40, "
                                        "batch_size: 16}\ngrid: {lr: [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]}\n")
     with open(tmp_path / "err", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "tinyvision.cli", "run", "exp.yaml", "--jobs", "2",
                                  "--exp-dir", "e", "--no-report"], cwd=tmp_path, env=env(), stderr=err,
-                                stdout=subprocess.DEVNULL, start_new_session=True)
+                                stdout=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, inherited))
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("e/runs/*/seed0/checkpoint.safetensors")) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -9,6 +9,7 @@ written by another process (a second `run` of the same experiment) is left to it
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
@@ -167,12 +168,28 @@ def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
     return results  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here even where it was inherited as ignored (a background job
+    of a script): the workers' runs always stop on it (pipeline.graceful_stop installs its handler),
+    so the parent must always stop handing out runs too."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _pool_round(jobs: list[RunJob], pending: list[int], workers: int, threads: int,
                 done: Callable[[int, dict], None]) -> list[int]:
     """Run jobs[pending] in a fresh pool; the indices lost with a dead worker (the pool then fails)."""
     lost, context = [], get_context("spawn")
     stop = context.Event()
-    with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
+    with _ctrl_c_raises(), ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
                              initializer=_init_worker, initargs=(stop,)) as pool:
         futures = {pool.submit(run_job, jobs[i], threads): i for i in pending}
         try:
