@@ -608,3 +608,14 @@ def test_same_seed_same_weights_in_fresh_processes_and_deterministic_mode(tmp_pa
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert metrics_text(tmp_path / "r0") == metrics_text(tmp_path / "r1")
     assert runs.read_result(tmp_path / "r0")["deterministic"] is False
+
+
+def test_written_files_follow_the_umask_not_0600(tmp_path) -> None:
+    from tinyvision.checkpoint import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640  # group may read a shared run

@@ -38,6 +38,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run is read by others (report, teacher)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
@@ -47,6 +48,19 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux, else by setting it and setting it straight back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_temp_files(directory: str | Path) -> list[Path]:
