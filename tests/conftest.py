@@ -6,8 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ["TINYVISION_OFFLINE"] = "1"  # no test may reach the network
+
+# Property tests explore new random inputs on every local run (that is how they find bugs); CI
+# (TINYVISION_CI=1, set by .ci/run) replays a fixed sequence so that a landing is reproducible.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("TINYVISION_CI") == "1":
+    settings.load_profile("ci")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 _DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets"

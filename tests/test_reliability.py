@@ -619,3 +619,19 @@ def test_written_files_follow_the_umask_not_0600(tmp_path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640  # group may read a shared run
+
+
+@pytest.mark.parametrize("spec", ["mlp: 6", "mlp 16", "lp:16", "cnn:0"])
+def test_a_damaged_spec_in_a_weights_file_is_a_one_line_error_naming_it(tmp_path, spec) -> None:
+    from tinyvision.checkpoint import load_weights, save_weights
+    from tinyvision.errors import DataError
+    from tinyvision.inference import load_model
+
+    model = tv.models.create_model("mlp:16", (1, 8, 8), 10)
+    meta = {"spec": spec, "input_shape": [1, 8, 8], "num_classes": 10, "classes": [str(i) for i in range(10)],
+            "mean": [0.0], "std": [1.0]}
+    save_weights(tmp_path / "w.safetensors", model.state_dict(), meta)
+    assert load_weights(tmp_path / "w.safetensors")[1]["spec"] == spec
+    with pytest.raises(DataError, match=f"^{tmp_path / 'w.safetensors'}: its metadata names a model") as info:
+        load_model(tmp_path / "w.safetensors")
+    assert "\n" not in str(info.value)

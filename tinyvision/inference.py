@@ -13,7 +13,7 @@ from . import runs
 from .checkpoint import load_weights
 from .data import formats
 from .data.loader import DeviceLoader, Normalization
-from .errors import DataError, TinyVisionError
+from .errors import ConfigError, DataError, SpecError, TinyVisionError, UnknownNameError
 from .evaluate import class_report, predict_loader, split_metrics
 from .models import create_model
 from .pipeline import load_data
@@ -43,8 +43,11 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     if "spec" not in meta:
         raise DataError(f"{weights}: no tinyvision metadata (spec, classes, input shape)")
     spec, shape, classes = _check_meta(meta, weights)
-    with torch.device("meta"):  # shapes only: a damaged spec or shape cannot make us allocate
-        expected = {k: v.shape for k, v in create_model(spec, shape, classes).state_dict().items()}
+    try:
+        with torch.device("meta"):  # shapes only: a damaged spec or shape cannot make us allocate
+            expected = {k: v.shape for k, v in create_model(spec, shape, classes).state_dict().items()}
+    except (SpecError, UnknownNameError, ConfigError) as exc:
+        raise DataError(f"{weights}: its metadata names a model that cannot be built: {exc}") from None
     found = {k: v.shape for k, v in state.items()}
     if found != expected:
         wrong = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
