@@ -613,3 +613,11 @@ def test_train_cnn_tiny_on_real_mnist(capsys, tmp_path, shared_data):
     assert result["test"]["accuracy"] > 0.9
     assert sum(result["test"]["per_class"]["support"]) == 10_000  # the whole MNIST test set
     assert "params 2,710" in out
+
+
+def test_quiet_train_still_says_why_a_run_did_not_complete(capsys, tmp_path):
+    rc, out, err = cli(capsys, "train", "--dataset", "digits", "--model", "digits-mlp", "--optimizer", "sgd",
+                       "lr=10", "epochs=3", "--out", tmp_path, "--quiet")
+    assert rc == 1
+    assert out.startswith("diverged: ") and "nan" not in out  # the result line
+    assert err.strip().startswith("diverged: training loss became nan at epoch 1")

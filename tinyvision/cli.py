@@ -111,8 +111,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_result(result: dict[str, Any]) -> None:
+def _print_result(result: dict[str, Any], quiet: bool = False) -> None:
     test = result.get("test")
+    if quiet and result.get("reason"):  # without --quiet the progress output has already said why
+        print(f"{result['status']}: {result['reason']}", file=sys.stderr)
     line = f"{result['status']}: {result['run_dir']}  params {result['params']:,}  best epoch {result['best_epoch']}"
     if test:
         line += f"  test loss {test['loss']:.4f} acc {100 * test['accuracy']:.2f}%"
@@ -138,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _run_config(args, args.overrides)
         result = train(cfg, run_dir=args.run_dir, out=args.out, quiet=args.quiet)
     if distributed.context().is_writer:
-        _print_result(result)
+        _print_result(result, args.quiet)
         if result["status"] == "completed":
             _report(args, result["run_dir"])
     return _exit_code(result)
