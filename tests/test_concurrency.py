@@ -193,3 +193,36 @@ def test_ctrl_c_stops_a_parallel_experiment(tmp_path, inherited) -> None:
     assert 1 <= len(started) <= 2  # the running runs (two workers); none of the other four began
     for d in started:  # ... and they stopped resumable
         assert runs.read_result(d)["status"] == "interrupted" and (d / runs.CHECKPOINT).exists()
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """PIDs of the multiprocessing spawn children of `parent` (from /proc; not the resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"spawn_main" in cmd:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_tuning_worker_ends_tune_with_one_line_not_a_traceback(tmp_path) -> None:
+    (tmp_path / "t.yaml").write_text("name: k\nbase: {dataset: digits, model: 'mlp:512-512', epochs: 300, "
+                                     "batch_size: 16}\ntrials: 4\nsearch: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}\n")
+    with open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "tinyvision.cli", "tune", "t.yaml", "--jobs", "2",
+                                 "--out", "o"], cwd=tmp_path, env=env(), stderr=err, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("o/k/trials/*/metrics.csv")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a trial is under way
+    workers = _spawned_workers(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    assert proc.wait(timeout=60) == 1  # the other worker is not left waiting on the broken pool
+    lines = (tmp_path / "err").read_text().splitlines()
+    assert lines == ["tinyvision: error: a tuning worker process died (killed, or out of memory); the finished "
+                     "trials are kept in the study: run the same command again to finish it"]

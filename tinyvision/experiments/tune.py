@@ -436,15 +436,28 @@ def tune(spec: TuneSpec, out_dir: str | Path, *, trials: Optional[int] = None, s
         if len(jobs) == 1:
             _work(jobs[0])
         elif jobs:
-            from concurrent.futures import ProcessPoolExecutor
-            from multiprocessing import get_context
-
-            with ProcessPoolExecutor(len(jobs), mp_context=get_context("spawn")) as pool:
-                for future in [pool.submit(_work, job) for job in jobs]:
-                    future.result()
+            _work_in_processes(jobs)
     finally:  # also after Ctrl-C: what finished is summarised
         summary = summarise(study, out_dir, _label(url))
     return summary
+
+
+def _work_in_processes(jobs: list[Worker]) -> None:
+    """Each worker in its own process; a worker that dies (killed, out of memory) ends the round with
+    a one-line error: the study keeps every finished trial and a rerun replaces the lost ones."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    from .runner import leave_sigterm_fatal
+
+    try:
+        with ProcessPoolExecutor(len(jobs), mp_context=get_context("spawn"), initializer=leave_sigterm_fatal) as pool:
+            for future in [pool.submit(_work, job) for job in jobs]:
+                future.result()
+    except BrokenProcessPool:
+        raise TinyVisionError("a tuning worker process died (killed, or out of memory); the finished trials "
+                              "are kept in the study: run the same command again to finish it") from None
 
 
 def _plan(spec: TuneSpec, study: Any, out_dir: Path, url: str, total: int, workers: int,
