@@ -237,3 +237,22 @@ def test_sqlite_serves_one_process_only(tmp_path):
         tune(small_spec(), tmp_path / "two", storage=url, workers=2)
     summary = tune(small_spec(trials=2, base={**BASE, "epochs": 1}), tmp_path / "one", storage=url, quiet=True)
     assert summary["trials"] == len(finished(optuna.load_study(study_name="t", storage=url))) == 2
+
+
+def test_a_rerun_fails_the_trials_whose_worker_process_is_gone(tmp_path):
+    import sys
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal")))
+    study = optuna.create_study(storage=storage, study_name="s")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names no process now
+    for pid, host in ((dead.pid, socket.gethostname()), (os.getpid(), socket.gethostname()),
+                      (dead.pid, "another-machine")):
+        trial = study.ask()
+        trial.set_user_attr("pid", pid)
+        trial.set_user_attr("host", host)
+    from tinyvision.experiments.tune import _fail_abandoned_trials
+
+    assert _fail_abandoned_trials(study) == [0]  # not the live process's, not another machine's
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "RUNNING", "RUNNING"]

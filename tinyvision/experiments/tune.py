@@ -411,7 +411,32 @@ def _prepare(spec: TuneSpec, out_dir: Path, study_name: str, storage: Any) -> An
     elif saved != json.loads(json.dumps(spec.record())):
         raise TinyVisionError(f"study {study_name!r} was made from a different tune file; "
                               "choose another --study-name")
+    _fail_abandoned_trials(study)
     return study
+
+
+def _fail_abandoned_trials(study: Any) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker process, on this host, is gone (killed with its
+    pool): they would read "running" for good. Trials of other hosts, or of live processes, are left."""
+    import optuna
+
+    host, abandoned = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") == host and isinstance(pid, int) and not _process_alive(pid):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            abandoned.append(t.number)
+    return abandoned
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def tune(spec: TuneSpec, out_dir: str | Path, *, trials: Optional[int] = None, storage: Optional[str] = None,
