@@ -256,3 +256,9 @@ def test_a_rerun_fails_the_trials_whose_worker_process_is_gone(tmp_path):
 
     assert _fail_abandoned_trials(study) == [0]  # not the live process's, not another machine's
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "RUNNING", "RUNNING"]
+
+
+def test_a_missing_field_is_named_without_dumping_the_file():
+    with pytest.raises(ConfigError) as info:
+        build_tune({"name": "t", "base": BASE})
+    assert str(info.value) == "tune field 'search' is required"

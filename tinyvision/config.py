@@ -133,6 +133,8 @@ def _field_error(exc: ValidationError, prefix: str = "config ",
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
         valid = ", ".join(fields)
         return ConfigError(f"unknown {prefix}field {field!r}.{did_you_mean} Valid fields: {valid}")
+    if err["type"] == "missing":  # its "input" is the whole enclosing mapping: not worth a line
+        return ConfigError(f"{prefix}field {field!r} is required")
     if err["type"] == "literal_error":
         return ConfigError(f"{prefix}field {field!r}: {msg}, got {err.get('input')!r}")
     return ConfigError(f"{prefix}field {field!r}: {msg} (got {err.get('input')!r})")
