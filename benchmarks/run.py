@@ -27,7 +27,7 @@ from tinyvision.data.loader import DeviceLoader
 from tinyvision.evaluate import predict_loader
 from tinyvision.models import create_model
 from tinyvision.pipeline import build
-from tinyvision.runtime import autocast_dtype, configure_threads
+from tinyvision.runtime import configure_threads, precision_name
 from tinyvision.train import Hooks, Interrupted, train_epoch
 
 DEFAULT_THREADS = torch.get_num_threads()  # what a plain script gets; restored before each baseline
@@ -75,10 +75,9 @@ def tinyvision_epoch(case: dict, data_dir: str, steps: Optional[int], warmup: in
         seconds, timed = row["seconds"], total
     except Interrupted:
         seconds, timed = marks[stop_after] - marks[warmup], steps
-    dtype = autocast_dtype(setup.cfg.precision, setup.device, setup.net)
     return {"seconds": seconds * total / timed, "timed_steps": timed, "steps": total,
             "samples": setup.train_loader.samples_per_rank(), "setup": setup,
-            "precision": "fp32" if dtype is None else "bf16"}
+            "precision": precision_name(setup.cfg.precision, setup.device, setup.net)}
 
 
 def per_sample_epoch(case: dict, setup: Any, data_dir: str, steps: Optional[int], warmup: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,10 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    # not mkstemp, whose files are 0600: created 0666, the umask decides who may read a run
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run is read by others (report, teacher)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
@@ -48,19 +49,6 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    """The process umask: from /proc on Linux, else by setting it and setting it straight back."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def remove_temp_files(directory: str | Path) -> list[Path]:

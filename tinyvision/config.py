@@ -18,6 +18,7 @@ from .errors import ConfigError, UnknownNameError
 Optimizer = Literal["sgd", "adam", "adamw", "adamax", "adadelta"]
 Schedule = Literal["none", "exponential", "step", "cosine", "onecycle"]
 Init = Literal["default", "xavier", "kaiming", "normal"]
+Precision = Literal["auto", "fp32", "bf16"]  # resolved by runtime.autocast_dtype
 
 
 class RunConfig(BaseModel):
@@ -68,7 +69,7 @@ class RunConfig(BaseModel):
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     threads: Optional[int] = Field(None, ge=1)  # CPU threads; None = all cores
     compile: bool = False  # torch.compile the model
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast where it pays (runtime.autocast_dtype)
+    precision: Precision = "auto"  # bf16 autocast where it pays (runtime.autocast_dtype)
     deterministic: bool = False  # torch deterministic algorithms (GPU)
     eval_batch_size: int = Field(1024, ge=1)
 

@@ -7,7 +7,6 @@ writes the run directory.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from datetime import timedelta
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from . import runs
+from .errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,12 @@ def restarted() -> bool:
 def relaunched(run_dir: str | Path) -> bool:
     """Under torchrun, whether `run_dir` holds an unfinished run with a checkpoint to continue:
     torchrun restarted the workers, or the whole job was launched again after a failure."""
-    run_dir = Path(run_dir)
-    if not context().enabled or not (run_dir / "checkpoint.safetensors").exists():
+    if not context().enabled or not (Path(run_dir) / runs.CHECKPOINT).exists():
         return False
     try:
-        status = json.loads((run_dir / "result.json").read_text()).get("status")
-    except (OSError, ValueError):
-        status = None
-    return status != "completed"
+        return not runs.is_complete(run_dir)
+    except DataError:  # a damaged result.json: the checkpoint is what there is to continue
+        return True
 
 
 def setup(ctx: Context, device: torch.device) -> torch.device:

@@ -29,7 +29,7 @@ from .evaluate import class_report, predict_loader, split_metrics
 from .models import create_model, summarize
 from .optim import build_optimizer, build_scheduler, init_weights
 from .progress import EpochProgress
-from .runtime import autocast_dtype, configure_threads, resolve_device, set_determinism, use_channels_last
+from .runtime import configure_threads, precision_name, resolve_device, set_determinism, use_channels_last
 from .train import DivergedError, Hooks, Interrupted, TrainState, fit, snapshot
 
 EXIT_INTERRUPTED = 130  # documented exit code of a run stopped by Ctrl-C / SIGTERM
@@ -223,9 +223,16 @@ class StopFlag:
         return self.requested
 
 
-# Signals that stop a run at its next step with a checkpoint. Experiment worker processes keep
-# only SIGINT: their pool stops a worker with SIGTERM when another dies, and it must then go at once.
+# Signals that stop a run at its next step with a checkpoint (pool workers: leave_sigterm_fatal).
 STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
+def leave_sigterm_fatal() -> None:
+    """For a process-pool worker (experiments, tuning): only Ctrl-C stops its run gracefully. When a
+    worker dies the pool SIGTERMs the others (their queues may be locked for good); one that took it
+    as a request to stop at its next step would then wait on those queues forever."""
+    global STOP_SIGNALS
+    STOP_SIGNALS = [signal.SIGINT]
 
 
 @contextmanager
@@ -249,12 +256,6 @@ def graceful_stop() -> Iterator[StopFlag]:
 
 # -- the run -----------------------------------------------------------------------------------
 
-def _precision_name(setup: Setup) -> str:
-    """What `precision` resolved to on this machine: fp32, or the autocast dtype (bf16)."""
-    dtype = autocast_dtype(setup.cfg.precision, setup.device, setup.net)
-    return "fp32" if dtype is None else str(dtype).removeprefix("torch.").replace("bfloat16", "bf16")
-
-
 def _base_result(setup: Setup, run_dir: Path, status: str) -> dict[str, Any]:
     summary = summarize(setup.net, setup.data.input_shape)
     s = setup.state
@@ -263,7 +264,7 @@ def _base_result(setup: Setup, run_dir: Path, status: str) -> dict[str, Any]:
             "model": setup.cfg.model, "spec": getattr(setup.net, "spec", setup.cfg.model),
             "params": summary.params, "macs": summary.macs, "seed": setup.cfg.seed,
             "device": str(setup.device), "threads": torch.get_num_threads(),
-            "precision": _precision_name(setup),
+            "precision": precision_name(setup.cfg.precision, setup.device, setup.net),
             "epochs_run": s.epoch, "best_epoch": s.best_epoch, "stopped_early": s.stopped_early,
             "deterministic": torch.are_deterministic_algorithms_enabled(),
             "best_val": {k.removeprefix("val_"): best[k] for k in ("val_loss", "val_accuracy", "val_error")} if best else None,

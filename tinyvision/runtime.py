@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import ContextManager, Optional
+from functools import cache
+from typing import ContextManager, Optional, get_args
 
 import torch
 
+from .config import Precision
 from .errors import ConfigError
 
 
@@ -38,13 +40,14 @@ def configure_threads(threads: Optional[int]) -> int:
     return count
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = get_args(Precision)
 
 
 def has_conv(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
+@cache  # the hardware does not change: asked once per process, not per epoch
 def cpu_has_native_bf16() -> bool:
     """oneDNN runs bf16 natively here (AVX512-BF16 or AMX); elsewhere it emulates it, slower than fp32."""
     try:
@@ -76,6 +79,11 @@ def autocast_dtype(precision: str, device: torch.device, model: torch.nn.Module)
     return None
 
 
+def precision_name(precision: str, device: torch.device, model: torch.nn.Module) -> str:
+    """What `precision` resolves to here, as recorded in result.json: "fp32" or "bf16"."""
+    return "fp32" if autocast_dtype(precision, device, model) is None else "bf16"
+
+
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager:
     """Mixed precision in `dtype` (weights and optimiser stay fp32); a no-op for dtype None."""
     if dtype is None:
@@ -91,13 +99,12 @@ def use_channels_last(device: torch.device, model: torch.nn.Module) -> bool:
 
 def set_determinism(enabled: bool, device: torch.device) -> None:
     """Deterministic kernels or not, as the run asks (a run in the same process after a
-    deterministic one gets the fast kernels back); cuBLAS needs CUBLAS_WORKSPACE_CONFIG set
-    before CUDA starts."""
+    deterministic one gets the fast kernels back). cuBLAS also needs CUBLAS_WORKSPACE_CONFIG, which
+    pipeline.build sets before anything starts CUDA."""
     if not enabled:
         if torch.are_deterministic_algorithms_enabled():
             torch.use_deterministic_algorithms(False)
         return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False

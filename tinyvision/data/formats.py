@@ -117,8 +117,11 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
 
 def _why(exc: BaseException | str) -> str:
     """A one-line reason from a library exception."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"could not read it ({text})"
+    return f"could not read it ({_reason(exc)})"
+
+
+def _reason(exc: BaseException | str) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------- SVHN
@@ -354,8 +357,7 @@ def read_image(path: str | Path, shape: tuple[int, int], channels: int, *,
     except (DataError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on damaged files
-        why = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"{path}: expected {kind}: not a readable image ({why})") from None
+        raise DataError(f"{path}: expected {kind}: not a readable image ({_reason(exc)})") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)  # (H,W[,C]) -> (C,H,W)
 
 

@@ -123,7 +123,7 @@ class DeviceLoader:
         self.start_step = 0
 
     def batch(self, idx: torch.Tensor, step: int) -> torch.Tensor:
-        x = self.images.index_select(0, idx)  # (B,C,H,W) gathered in the split's dtype (uint8)
+        x = self.images.index_select(0, idx)  # (B,C,H,W): normalised float32, or raw uint8 to augment
         if self.prenormalised:
             return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         if self.augment != "none":

@@ -36,18 +36,11 @@ _stop: Any = None  # in worker processes: an Event set when the experiment is in
 
 def _init_worker(stop: Any) -> None:
     """In each worker process: the interrupt Event, and SIGTERM left fatal."""
+    from ..pipeline import leave_sigterm_fatal
+
     global _stop
     _stop = stop
     leave_sigterm_fatal()
-
-
-def leave_sigterm_fatal() -> None:
-    """For a pool worker: only Ctrl-C stops its run gracefully. When a worker dies, the pool SIGTERMs
-    the others (their queues may be locked for good); one that took it as a request to stop at its
-    next step would then wait on those queues forever."""
-    from .. import pipeline
-
-    pipeline.STOP_SIGNALS = [signal.SIGINT]
 
 
 @dataclass(frozen=True)

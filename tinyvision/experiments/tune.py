@@ -435,7 +435,7 @@ def _process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
-        return True
+        pass
     return True
 
 
@@ -474,7 +474,7 @@ def _work_in_processes(jobs: list[Worker]) -> None:
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    from .runner import leave_sigterm_fatal
+    from ..pipeline import leave_sigterm_fatal
 
     try:
         with ProcessPoolExecutor(len(jobs), mp_context=get_context("spawn"), initializer=leave_sigterm_fatal) as pool:
