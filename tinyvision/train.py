@@ -17,7 +17,7 @@ from torch import nn
 from .config import RunConfig
 from .data.loader import DeviceLoader
 from .evaluate import predict_loader
-from .optim import PER_STEP_SCHEDULES, current_lr
+from .optim import PER_STEP_SCHEDULES, FusedStep, current_lr
 from .runtime import autocast, autocast_dtype
 
 
@@ -84,13 +84,14 @@ def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: 
     loader.set_epoch(state.epoch, start_step=state.step)
     check_every = 1 if device.type == "cpu" else 50  # a finiteness check is a host sync on GPU
     dtype = autocast_dtype(cfg.precision, device, model)
+    step = FusedStep(optimizer)  # optimizer.step(), bit for bit, less its per-call Python
     for x, y in loader:
         with autocast(device, dtype):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
+        step.zero_grad()
         loss.backward()
-        optimizer.step()
+        step()
         if state.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES:
             state.scheduler.step()
         with torch.no_grad():
