@@ -39,8 +39,8 @@ def build_optimizer(model: nn.Module, cfg: RunConfig, *, fused: bool = False) ->
 class FusedStep:
     """optimizer.zero_grad() and optimizer.step() for a fused SGD, Adam or AdamW, without their
     per-call Python: the same fused kernel on the same state tensors, so weights and state_dict()
-    are bit-identical to optimizer.step() (tested). On an MLP step of ~0.4 ms that Python is a
-    quarter of the time (profiled: Adam.step 110 us around a 32 us kernel; benchmarks/README.md).
+    are bit-identical to optimizer.step() (tested). On an MLP step of ~0.4 ms that Python was a
+    fifth of the time (Adam: 66 us per optimizer.step(), 24 us here; benchmarks/README.md).
 
     The first step, and any step it cannot take (a parameter without a gradient, several groups or
     devices, gradient scaling), go through optimizer.step(), which also creates the state. Make a
@@ -50,6 +50,7 @@ class FusedStep:
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.possible = self._kernel_fits()
         self.kernel_args: Optional[tuple] = None  # the state lists, once the state exists
 
     def zero_grad(self) -> None:
@@ -60,7 +61,7 @@ class FusedStep:
         grads = [p.grad for p in self.params]
         if self.kernel_args is None or any(g is None for g in grads):
             self.optimizer.step()
-            self.kernel_args = self._state_lists()
+            self.kernel_args = self._state_lists() if self.possible else None
             return
         with torch.no_grad():  # as optimizer.step(): in-place updates of leaf tensors
             self._fused_kernel(grads)
@@ -82,16 +83,20 @@ class FusedStep:
                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                maximize=group["maximize"], grad_scale=None, found_inf=None)
 
-    def _state_lists(self) -> Optional[tuple]:
-        """The kernel's state arguments if this optimizer can take the fast path, else None."""
+    def _kernel_fits(self) -> bool:
+        """A fused SGD/Adam/AdamW with one group on one device and dtype, plain float settings."""
         opt, groups = self.optimizer, self.optimizer.param_groups
-        kinds = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
-        if type(opt) not in kinds or len(groups) != 1 or not groups[0].get("fused") \
-                or groups[0].get("differentiable") or groups[0].get("capturable") \
-                or any(isinstance(v, torch.Tensor) for k, v in groups[0].items() if k != "params") \
-                or len({(p.device, p.dtype) for p in self.params}) != 1 or opt._optimizer_step_pre_hooks \
-                or opt._optimizer_step_post_hooks:
-            return None
+        return type(opt) in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW) and len(groups) == 1 \
+            and bool(groups[0].get("fused")) and not groups[0].get("differentiable") \
+            and not groups[0].get("capturable") \
+            and not any(isinstance(v, torch.Tensor) for k, v in groups[0].items() if k != "params") \
+            and len({(p.device, p.dtype) for p in self.params}) == 1
+
+    def _state_lists(self) -> Optional[tuple]:
+        """The kernel's state arguments once optimizer.step() has made the state, else None."""
+        opt, groups = self.optimizer, self.optimizer.param_groups
+        if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
+            return None  # hooks want optimizer.step()
         state = [opt.state.get(p, {}) for p in self.params]
         if isinstance(opt, torch.optim.SGD):
             buffers = [s.get("momentum_buffer") for s in state] if groups[0]["momentum"] != 0 else []
@@ -99,9 +104,9 @@ class FusedStep:
         if not all(state):
             return None
         max_sqs = [s["max_exp_avg_sq"] for s in state] if groups[0]["amsgrad"] else []
-        step_counts = torch.stack([s["step"] for s in state])  # equal values, one tensor
+        step_counts = torch.stack([s["step"] for s in state])  # the same values, in one tensor
         for s, count in zip(state, step_counts.unbind()):
-            s["step"] = count  # a view: state_dict() and the kernel read the shared counts
+            s["step"] = count  # a view of it: state_dict() and the kernel read the shared counts
         return ([s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state], max_sqs,
                 [s["step"] for s in state], step_counts)
 
