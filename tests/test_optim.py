@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from tinyvision.config import make_config
 from tinyvision.optim import FusedStep, build_optimizer, build_scheduler
@@ -14,7 +15,7 @@ from tinyvision.optim import FusedStep, build_optimizer, build_scheduler
 CASES = {
     "sgd": dict(optimizer="sgd", momentum=0.9),
     "sgd-nesterov-wd": dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "sgd-no-momentum": dict(optimizer="sgd", momentum=0.0),
+    "sgd-no-momentum": dict(optimizer="sgd", momentum=0.0, schedule="cosine"),  # onecycle would set momentum
     "adam": dict(optimizer="adam"),
     "adam-wd": dict(optimizer="adam", weight_decay=1e-3),
     "adamw": dict(optimizer="adamw", weight_decay=0.05),
@@ -51,7 +52,7 @@ def _train(net: nn.Module, cfg, steps: int, fused_step: bool) -> tuple[nn.Module
 @pytest.mark.parametrize("case", CASES)
 def test_fused_step_is_bit_identical_to_optimizer_step(case: str) -> None:
     cfg = make_config(dataset="digits", model="mlp", lr=0.05 if "sgd" in case else 3e-3,
-                      schedule="onecycle", epochs=1, **CASES[case])
+                      epochs=1, **{"schedule": "onecycle", **CASES[case]})
     net = _net()
     expected, expected_state = _train(copy.deepcopy(net), cfg, 12, fused_step=False)
     got, got_state = _train(net, cfg, 12, fused_step=True)
@@ -97,3 +98,59 @@ def test_a_parameter_without_gradient_falls_back_to_optimizer_step() -> None:
         before = net[0].bias.detach().clone()
         step()
     assert torch.equal(net[0].bias, before)  # optimizer.step() skips it, as it always did
+
+
+def _steps(net: nn.Module, step: FusedStep, n: int, between=lambda i: None) -> None:
+    gen = torch.Generator().manual_seed(2)
+    for i in range(n):
+        between(i)
+        x, y = torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+        step.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        step()
+
+
+class _Plain(FusedStep):
+    """The reference: every step through optimizer.step()."""
+
+    def _fast_path_holds(self, grads) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("stepper", [FusedStep, _Plain])
+def test_what_changes_between_steps_is_followed(stepper) -> None:
+    """SGD momentum switched on and off mid-run, a global step hook, a state replaced by
+    load_state_dict: the fused path gives what optimizer.step() gives."""
+    results = {}
+    for kind in (stepper, _Plain):
+        net = _net()
+        optimizer = build_optimizer(net, make_config(dataset="digits", model="mlp", optimizer="sgd",
+                                                     momentum=0.0, lr=0.05))
+        step = kind(optimizer)
+        saved = {}
+        calls = []
+
+        def between(i: int) -> None:
+            group = optimizer.param_groups[0]
+            if i == 3:
+                group["momentum"] = 0.9  # buffers appear
+            if i == 5:
+                saved["state"] = copy.deepcopy(optimizer.state_dict())
+            if i == 7:
+                optimizer.load_state_dict(saved["state"])  # new buffers, as saved at step 5
+            if i == 9:
+                group["momentum"] = 0.0  # buffers unused
+            if i == 10:
+                group["momentum"] = 0.9
+            if i == 11:
+                saved["hook"] = register_optimizer_step_post_hook(
+                    lambda *args: calls.append(i))
+            if i == 13:
+                saved["hook"].remove()
+
+        _steps(net, step, 16, between)
+        results[kind] = (net, len(calls))
+    (got, got_calls), (expected, expected_calls) = results[stepper], results[_Plain]
+    for a, b in zip(got.parameters(), expected.parameters()):
+        assert torch.equal(a, b)
+    assert got_calls == expected_calls == 2

@@ -5,6 +5,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.optim.optimizer as _optimizer_module
 from torch import nn
 
 from .config import RunConfig
@@ -42,9 +43,10 @@ class FusedStep:
     are bit-identical to optimizer.step() (tested). On an MLP step of ~0.4 ms that Python was a
     fifth of the time (Adam: 66 us per optimizer.step(), 24 us here; benchmarks/README.md).
 
-    The first step, and any step it cannot take (a parameter without a gradient, several groups or
-    devices, gradient scaling), go through optimizer.step(), which also creates the state. Make a
-    new one after optimizer.load_state_dict(): it holds the state tensors of the time it started.
+    The first step (it creates the state) and any step it cannot take go through optimizer.step():
+    a parameter without a gradient, several groups or devices, optimizer-step hooks (the
+    optimizer's own or global ones), SGD's momentum switched to or from 0, a state replaced by
+    optimizer.load_state_dict(). It passes no gradient scale: not for use with a GradScaler.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
@@ -52,6 +54,7 @@ class FusedStep:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.possible = self._kernel_fits()
         self.kernel_args: Optional[tuple] = None  # the state lists, once the state exists
+        self.state_seen: Optional[dict] = None  # the optimizer.state those lists came from
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -59,12 +62,25 @@ class FusedStep:
 
     def __call__(self) -> None:
         grads = [p.grad for p in self.params]
-        if self.kernel_args is None or any(g is None for g in grads):
+        if not self._fast_path_holds(grads):
             self.optimizer.step()
             self.kernel_args = self._state_lists() if self.possible else None
+            self.state_seen = self.optimizer.state
             return
         with torch.no_grad():  # as optimizer.step(): in-place updates of leaf tensors
             self._fused_kernel(grads)
+
+    def _fast_path_holds(self, grads: list[Optional[torch.Tensor]]) -> bool:
+        """What can change between steps (the rest is fixed when the lists are made)."""
+        opt = self.optimizer
+        if self.kernel_args is None or opt.state is not self.state_seen or any(g is None for g in grads) \
+                or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks \
+                or _optimizer_module._global_optimizer_pre_hooks \
+                or _optimizer_module._global_optimizer_post_hooks:
+            return False
+        if isinstance(opt, torch.optim.SGD):  # buffers exist iff momentum is on
+            return (opt.param_groups[0]["momentum"] != 0) == bool(self.kernel_args[0])
+        return True
 
     def _fused_kernel(self, grads: list[torch.Tensor]) -> None:
         group = self.optimizer.param_groups[0]
@@ -95,8 +111,6 @@ class FusedStep:
     def _state_lists(self) -> Optional[tuple]:
         """The kernel's state arguments once optimizer.step() has made the state, else None."""
         opt, groups = self.optimizer, self.optimizer.param_groups
-        if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
-            return None  # hooks want optimizer.step()
         state = [opt.state.get(p, {}) for p in self.params]
         if isinstance(opt, torch.optim.SGD):
             buffers = [s.get("momentum_buffer") for s in state] if groups[0]["momentum"] != 0 else []
