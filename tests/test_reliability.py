@@ -171,10 +171,6 @@ def _kill_when(how: str, proc: subprocess.Popen, run_dir: Path, rng: random.Rand
     return how
 
 
-def _completed(run_dir: Path) -> bool:
-    return (run_dir / runs.RESULT).exists() and runs.read_result(run_dir)["status"] == "completed"
-
-
 def _kill_chain(folder: Path, seed: int, kills_wanted: int, counts: dict[str, Any]) -> list[Path]:
     """Train, kill, resume (killed again)... until kills_wanted kills; every run dir finished last."""
     rng = random.Random(seed)
@@ -192,7 +188,7 @@ def _kill_chain(folder: Path, seed: int, kills_wanted: int, counts: dict[str, An
         rc = proc.wait(timeout=300)
         if rc == 0:  # the run finished on its own (or the signal came after its last step)
             how = None
-        elif how == "sigterm" and rc == -signal.SIGTERM and _completed(run_dir):
+        elif how == "sigterm" and rc == -signal.SIGTERM and runs.is_complete(run_dir):
             how, rc = None, 0  # the SIGTERM came after the run's last write, as the interpreter exited
         if how is None:
             assert rc == 0, (rc, (folder / f"{run_dir.name}.err").read_text()[-2000:])

@@ -53,6 +53,9 @@ class FusedStep:
         self.optimizer = optimizer
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.possible = self._kernel_fits()
+        self.is_sgd = isinstance(optimizer, torch.optim.SGD)
+        decoupled = isinstance(optimizer, torch.optim.AdamW) or optimizer.defaults.get("decoupled_weight_decay")
+        self.adam_kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
         self.kernel_args: Optional[tuple] = None  # the state lists, once the state exists
         self.state_seen: Optional[dict] = None  # the optimizer.state those lists came from
 
@@ -78,13 +81,13 @@ class FusedStep:
                 or _optimizer_module._global_optimizer_pre_hooks \
                 or _optimizer_module._global_optimizer_post_hooks:
             return False
-        if isinstance(opt, torch.optim.SGD):  # buffers exist iff momentum is on
+        if self.is_sgd:  # buffers exist iff momentum is on
             return (opt.param_groups[0]["momentum"] != 0) == bool(self.kernel_args[0])
         return True
 
     def _fused_kernel(self, grads: list[torch.Tensor]) -> None:
         group = self.optimizer.param_groups[0]
-        if isinstance(self.optimizer, torch.optim.SGD):
+        if self.is_sgd:
             torch._fused_sgd_(self.params, grads, self.kernel_args[0], weight_decay=group["weight_decay"],
                               momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
                               nesterov=group["nesterov"], maximize=group["maximize"], is_first_step=False,
@@ -92,12 +95,11 @@ class FusedStep:
             return
         exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, step_counts = self.kernel_args
         step_counts.add_(1)  # every parameter's step count: one op (_foreach_add_ is one per tensor here)
-        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") or \
-            isinstance(self.optimizer, torch.optim.AdamW) else torch._fused_adam_
         beta1, beta2 = group["betas"]
-        kernel(self.params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad=group["amsgrad"],
-               lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-               maximize=group["maximize"], grad_scale=None, found_inf=None)
+        self.adam_kernel(self.params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                         amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1, beta2=beta2,
+                         weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                         grad_scale=None, found_inf=None)
 
     def _kernel_fits(self) -> bool:
         """A fused SGD/Adam/AdamW with one group on one device and dtype, plain float settings."""
@@ -112,7 +114,7 @@ class FusedStep:
         """The kernel's state arguments once optimizer.step() has made the state, else None."""
         opt, groups = self.optimizer, self.optimizer.param_groups
         state = [opt.state.get(p, {}) for p in self.params]
-        if isinstance(opt, torch.optim.SGD):
+        if self.is_sgd:
             buffers = [s.get("momentum_buffer") for s in state] if groups[0]["momentum"] != 0 else []
             return (buffers,) if all(b is not None for b in buffers) else None
         if not all(state):

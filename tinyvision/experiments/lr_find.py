@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import atomic_write
 from ..config import RunConfig
+from ..optim import FusedStep
 from ..runtime import autocast, autocast_dtype
 from ..tables import to_csv
 
@@ -35,15 +36,16 @@ def lr_find(cfg: RunConfig, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps
     model.train()
     rows, avg, best, stopped = [], 0.0, math.inf, "max_lr"
     dtype = autocast_dtype(cfg.precision, setup.device, model)
+    step_optimizer = FusedStep(optimizer)  # as in training: optimizer.step(), bit for bit
     for step, (x, y) in zip(range(steps), _batches(setup.train_loader)):
         lr = min_lr * (max_lr / min_lr) ** (step / max(1, steps - 1))
         for group in optimizer.param_groups:
             group["lr"] = lr
         with autocast(setup.device, dtype):
             loss = F.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
+        step_optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        step_optimizer()
         value = float(loss.detach())  # one sync per step is fine here: a few hundred steps in all
         if not math.isfinite(value):
             stopped = "nan"
