@@ -177,15 +177,25 @@ def optimizer_for(model: nn.Module, name: str, lr: float, momentum: float = 0.9)
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # a CUDA timer without it would time the kernel launches only
+        torch.cuda.synchronize(device)
+
+
 def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: DataLoader,
                 max_steps: Optional[int] = None, warmup: int = 0,
-                scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> tuple[float, int]:
-    """The examples' train(): returns (seconds, steps) of the timed steps (after `warmup` steps)."""
+                scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
+                device: torch.device = torch.device("cpu")) -> tuple[float, int]:
+    """The examples' train(), each batch moved to `device` as there: returns (seconds, steps) of
+    the timed steps (after `warmup` steps)."""
     model.train()
+    _sync(device)
     steps, start = 0, time.perf_counter()
     for i, (x, y) in enumerate(batches):
         if i == warmup:
+            _sync(device)
             steps, start = 0, time.perf_counter()
+        x, y = x.to(device), y.to(device)
         optimizer.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
@@ -195,16 +205,20 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Dat
         steps += 1
         if max_steps is not None and i + 1 >= warmup + max_steps:
             break
+    _sync(device)
     return time.perf_counter() - start, steps
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: DataLoader) -> tuple[float, float]:
+def accuracy(model: nn.Module, batches: DataLoader,
+             device: torch.device = torch.device("cpu")) -> tuple[float, float]:
     """The examples' test(): (accuracy, images per second)."""
     model.eval()
     correct = seen = 0
+    _sync(device)
     start = time.perf_counter()
     for x, y in batches:
-        correct += int((model(x).argmax(dim=1) == y).sum())
+        x, y = x.to(device), y.to(device)
+        correct += int((model(x).argmax(dim=1) == y).sum())  # a host sync per batch, as there
         seen += len(y)
     return correct / max(seen, 1), seen / (time.perf_counter() - start)

@@ -25,7 +25,7 @@ import tinyvision.models.build as model_build
 import tinyvision.pipeline as pipeline
 from benchmarks.run import CASES, tinyvision_epoch
 
-train_module = importlib.import_module("tinyvision.train")  # the package's `train` is the function
+train_module = importlib.import_module("tinyvision.loop")
 
 
 @contextlib.contextmanager

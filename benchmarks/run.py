@@ -1,11 +1,12 @@
 """tinyvision speed benchmark: epoch times against the per-sample pipeline, FLOP utilisation,
 time to 99% MNIST test accuracy and evaluation throughput, all measured in one run.
 
-    python -m benchmarks.run [--quick] [--json PATH] [--data-dir DIR]
+    python -m benchmarks.run [--quick] [--device auto|cpu|cuda] [--json PATH] [--data-dir DIR]
 
-Every baseline is measured in the same process (or, for time to accuracy, the same machine and run).
---quick times the first N batches of an epoch (after a warm-up) and extrapolates to the full epoch;
-the full mode times whole epochs, warm-up included. See benchmarks/README.md.
+Every baseline is measured in the same process (or, for time to accuracy, the same machine and run)
+and on the same device as tinyvision, the matmul peak too. --quick times the first N batches of an
+epoch (after a warm-up) and extrapolates to the full epoch; the full mode times whole epochs,
+warm-up included. On CUDA every timer synchronises the device first. See benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from tinyvision.data.loader import DeviceLoader
 from tinyvision.evaluate import predict_loader
 from tinyvision.models import create_model
 from tinyvision.pipeline import build
-from tinyvision.runtime import configure_threads, precision_name
-from tinyvision.train import Hooks, Interrupted, train_epoch
+from tinyvision.runtime import (configure_threads, cpu_has_native_bf16, cuda_ampere_or_later, precision_name,
+                                resolve_device, set_determinism)
+from tinyvision.loop import Hooks, Outcome, train_epoch
 
 DEFAULT_THREADS = torch.get_num_threads()  # what a plain script gets; restored before each baseline
 TARGETS = {"lenet": 4.0, "mlp-40-40": 15.0}  # epoch speed-up over the per-sample pipeline
@@ -37,62 +39,92 @@ CASES = {  # the presets of the issue: model, optimiser and lr, batch 64
     "lenet": dict(model="lenet", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64),
     "mlp-40-40": dict(model="mlp-40-40", optimizer="adam", lr=1e-3, batch_size=64),
 }
+# torch's own fp32 settings, what a plain script runs with (a tinyvision run changes them on CUDA:
+# runtime.set_determinism); the per-sample baseline gets them back
+PLAIN_MATH = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
 
 
-def peak_gflops(n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float32) -> float:
-    """Matrix-multiply throughput of this machine in `dtype`: the best of `reps` n x n torch.mm."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)  # warm-up
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(reps))
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued kernels: a CUDA timer without it times the launches only."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_math() -> None:
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = PLAIN_MATH
+    torch.use_deterministic_algorithms(False)
+
+
+def peak_gflops(n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float32,
+                device: torch.device = torch.device("cpu"), tf32: bool = False) -> float:
+    """Matrix-multiply throughput of `device` in `dtype`: the best of `reps` n x n torch.mm
+    (fp32: IEEE, or with tf32=True on CUDA TF32 tensor cores; flags restored afterwards)."""
+    saved = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
+    try:
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        torch.mm(a, b)  # warm-up
+        best = min(_timed(lambda: torch.mm(a, b), device) for _ in range(reps))
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved
     return 2 * n**3 / best / 1e9
 
 
-def _timed(fn: Any) -> float:
+def _timed(fn: Any, device: torch.device) -> float:
+    sync(device)
     start = time.perf_counter()
     fn()
+    sync(device)
     return time.perf_counter() - start
 
 
-def tinyvision_epoch(case: dict, data_dir: str, steps: Optional[int], warmup: int) -> dict[str, Any]:
+def tinyvision_epoch(case: dict, data_dir: str, steps: Optional[int], warmup: int,
+                     device: str = "auto") -> dict[str, Any]:
     """Seconds of one training epoch through tinyvision's own loop (train_epoch, no validation).
 
     steps=None: a whole epoch, warm-up included. Else steps [warmup, warmup+steps) are timed
     and scaled to the epoch's length.
     """
-    setup = build(make_config(dataset="mnist", data_dir=data_dir, epochs=1, **case))
+    setup = build(make_config(dataset="mnist", data_dir=data_dir, epochs=1, **{"device": device, **case}))
     total = len(setup.train_loader)
     marks: dict[int, float] = {}
+    stop_after = None if steps is None else warmup + steps
 
     def progress(epoch: int, n: int):
         def tick() -> None:
+            if len(marks) + 1 in (warmup, stop_after):  # the two marks that are read: sync there only
+                sync(setup.device)
             marks[len(marks) + 1] = time.perf_counter()
         return tick
 
-    stop_after = None if steps is None else warmup + steps
     hooks = Hooks(progress=progress, should_stop=lambda: stop_after is not None and len(marks) >= stop_after)
-    try:
-        row = train_epoch(setup.state, setup.train_loader, setup.cfg, hooks)
-        seconds, timed = row["seconds"], total
-    except Interrupted:
+    sync(setup.device)  # the full-epoch timer starts inside train_epoch (and ends on a host sync)
+    row = train_epoch(setup.state, setup.train_loader, setup.cfg, hooks)
+    if isinstance(row, Outcome):  # stopped after warmup + steps
         seconds, timed = marks[stop_after] - marks[warmup], steps
+    else:
+        seconds, timed = row["seconds"], total
     return {"seconds": seconds * total / timed, "timed_steps": timed, "steps": total,
             "samples": setup.train_loader.samples_per_rank(), "setup": setup,
             "precision": precision_name(setup.cfg.precision, setup.device, setup.net)}
 
 
 def per_sample_epoch(case: dict, setup: Any, data_dir: str, steps: Optional[int], warmup: int) -> dict[str, Any]:
-    """The same model, optimiser and batch size through the per-sample pipeline."""
+    """The same model, optimiser and batch size through the per-sample pipeline, on tinyvision's
+    device, with torch's default threads and fp32 settings, as a plain script runs."""
     torch.set_num_threads(DEFAULT_THREADS)
+    plain_math()
     torch.manual_seed(0)
     split = setup.data.train  # the same 55,000 training images tinyvision uses
     dataset, kind = baseline.per_sample_dataset(split.images, split.labels, data_dir, train=True)
     batches = baseline.loader(dataset, case["batch_size"], shuffle=True)
-    net = create_model(case["model"], setup.data.input_shape, setup.data.num_classes)
+    net = create_model(case["model"], setup.data.input_shape, setup.data.num_classes).to(setup.device)
     optimizer = baseline.optimizer_for(net, case["optimizer"], case["lr"], case.get("momentum", 0.9))
     if steps is None:
-        seconds, timed = baseline.train_steps(net, optimizer, batches)
+        seconds, timed = baseline.train_steps(net, optimizer, batches, device=setup.device)
     else:
-        seconds, timed = baseline.train_steps(net, optimizer, batches, max_steps=steps, warmup=warmup)
+        seconds, timed = baseline.train_steps(net, optimizer, batches, max_steps=steps, warmup=warmup,
+                                              device=setup.device)
     return {"seconds": seconds * len(batches) / timed, "timed_steps": timed, "steps": len(batches),
             "pipeline": kind, "test_loader": lambda: baseline.loader(
                 baseline.per_sample_dataset(setup.data.test.images, setup.data.test.labels, data_dir, False)[0],
@@ -107,9 +139,10 @@ def eval_throughput(setup: Any, repeats: int = 3) -> float:
     return len(setup.data.test.labels) / best
 
 
-def time_to_accuracy(mode: str, recipe: str, data_dir: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def time_to_accuracy(mode: str, recipe: str, data_dir: str, device: torch.device,
+                     extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run a child process; seconds from its start to its first test accuracy >= TTA_TARGET."""
-    cmd = [sys.executable, "-m", "benchmarks.time_to_accuracy", mode, recipe, data_dir, *extra]
+    cmd = [sys.executable, "-m", "benchmarks.time_to_accuracy", mode, recipe, data_dir, str(device), *extra]
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -130,13 +163,27 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                    help="folder holding mnist/ (default $TINYVISION_DATA or /work/shared/datasets)")
     p.add_argument("--recipe", default="mnist-fast", help="recipe for time to accuracy (default mnist-fast)")
     p.add_argument("--skip-tta", action="store_true", help="skip the time-to-accuracy subprocesses")
+    p.add_argument("--device", default="auto",
+                   help="device of tinyvision, the baseline and the matmul peak alike: auto, cpu, cuda, "
+                        "cuda:N (default: auto)")
     args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     steps, warmup = (args.steps, 20) if args.quick else (None, 0)
-    out: dict[str, Any] = {"mode": "quick" if args.quick else "full", "machine": _machine(), "cases": {}}
-    out["peak_gflops"] = peak_gflops()  # 2048 x 2048 in both modes: 1024 read low and noisy here
-    out["peak_gflops_bf16"] = peak_gflops(dtype=torch.bfloat16)
+    out: dict[str, Any] = {"mode": "quick" if args.quick else "full", "device": str(device),
+                           "machine": _machine(device), "cases": {}}
+    # 2048 x 2048 in both modes (1024 read low and noisy on the CPU); the baseline's own math
+    out["peak_gflops"] = peak_gflops(device=device)
+    # emulated bf16 (a CPU without AVX512-BF16/AMX, a GPU before Ampere) is no peak, and its 2048^3
+    # product can take a minute: not measured there (None)
+    native_bf16 = cpu_has_native_bf16() if device.type == "cpu" else (
+        device.type == "cuda" and cuda_ampere_or_later(device))
+    out["peak_gflops_bf16"] = peak_gflops(dtype=torch.bfloat16, device=device) if native_bf16 else None
+    if device.type == "cuda":  # what tinyvision's fp32 runs on there (runtime.set_determinism)
+        out["peak_gflops_tf32"] = peak_gflops(device=device, tf32=True)
     for name, case in CASES.items():
-        tv = tinyvision_epoch(case, args.data_dir, steps, warmup)
+        tv = tinyvision_epoch(case, args.data_dir, steps, warmup, device=str(device))
         setup = tv.pop("setup")
         base = per_sample_epoch(case, setup, args.data_dir, steps, warmup)
         macs = summarize(setup.net, setup.data.input_shape).macs
@@ -149,23 +196,27 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                "flop_limit_s": flops / (out["peak_gflops"] * 1e9), "baseline_pipeline": base["pipeline"],
                "precision": tv["precision"]}
         row["fraction_of_peak"] = row["achieved_gflops"] / out["peak_gflops"]  # the fp32 peak, as asked
-        row["fraction_of_precision_peak"] = row["achieved_gflops"] / out[
-            "peak_gflops_bf16" if tv["precision"] == "bf16" else "peak_gflops"]
-        if tv["precision"] != "fp32":  # what the loop alone gives, without mixed precision
-            fp32 = tinyvision_epoch({**case, "precision": "fp32"}, args.data_dir, steps, warmup)
+        row["fraction_of_precision_peak"] = row["achieved_gflops"] / (out.get(
+            {"bf16": "peak_gflops_bf16", "tf32": "peak_gflops_tf32"}.get(tv["precision"], "")) or out["peak_gflops"])
+        if tv["precision"] == "bf16":  # what the loop alone gives, without mixed precision
+            fp32 = tinyvision_epoch({**case, "precision": "fp32"}, args.data_dir, steps, warmup,
+                                    device=str(device))
+            row["fp32_precision"] = fp32["precision"]  # "tf32" on CUDA
             row["tinyvision_fp32_s"] = fp32["seconds"]
             row["speedup_fp32"] = base["seconds"] / fp32["seconds"]
         if name == "lenet":
             torch.set_num_threads(DEFAULT_THREADS)
-            _, base_ips = baseline.accuracy(base["net"], base["test_loader"]())
+            plain_math()
+            _, base_ips = baseline.accuracy(base["net"], base["test_loader"](), device=device)
             configure_threads(setup.cfg.threads)
+            set_determinism(setup.cfg.deterministic, setup.device)  # tinyvision's fp32 math again
             out["eval"] = {"tinyvision_images_per_s": eval_throughput(setup), "per_sample_images_per_s": base_ips}
         out["cases"][name] = row
         _print_case(name, row, args.quick)
     if not args.skip_tta:
         out["time_to_accuracy"] = {
-            "tinyvision": time_to_accuracy("tinyvision", args.recipe, args.data_dir),
-            "per_sample": time_to_accuracy("per-sample", args.recipe, args.data_dir,
+            "tinyvision": time_to_accuracy("tinyvision", args.recipe, args.data_dir, device),
+            "per_sample": time_to_accuracy("per-sample", args.recipe, args.data_dir, device,
                                            ("1" if args.quick else "3", str(TTA_TARGET)))}
     print_table(out)
     if args.json:
@@ -174,10 +225,23 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     return out
 
 
-def _machine() -> dict[str, Any]:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": DEFAULT_THREADS, "python": platform.python_version(),
-            "load_average": os.getloadavg()}  # other processes on the machine skew every number
+def _machine(device: torch.device) -> dict[str, Any]:
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch": torch.__version__, "threads": DEFAULT_THREADS, "python": platform.python_version(),
+               "load_average": os.getloadavg()}  # other processes on the machine skew every number
+    if device.type == "cuda":
+        machine.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                       capability=".".join(map(str, torch.cuda.get_device_capability(device))))
+    return machine
+
+
+def _gflops(value: Optional[float]) -> str:
+    return "n/a (emulated)" if value is None else f"{value:.1f}"
+
+
+def _device_text(out: dict[str, Any]) -> str:
+    gpu = out["machine"].get("gpu")
+    return f"{out['device']} ({gpu}, CUDA {out['machine']['cuda']})" if gpu else out["device"]
 
 
 def _print_case(name: str, row: dict, quick: bool) -> None:
@@ -189,9 +253,11 @@ def _print_case(name: str, row: dict, quick: bool) -> None:
 def print_table(out: dict[str, Any]) -> None:
     quick = out["mode"] == "quick"
     note = " (extrapolated from first batches)" if quick else " (full epochs)"
-    print(f"\ntinyvision benchmark, mode {out['mode']}{note}; torch {out['machine']['torch']}, "
+    tf32 = f", {out['peak_gflops_tf32']:.1f} tf32" if "peak_gflops_tf32" in out else ""
+    print(f"\ntinyvision benchmark, mode {out['mode']}{note}; device {_device_text(out)} for tinyvision, "
+          f"the per-sample baseline and the mm peak alike; torch {out['machine']['torch']}, "
           f"{out['machine']['threads']} threads; mm peak {out['peak_gflops']:.1f} GFLOP/s fp32, "
-          f"{out['peak_gflops_bf16']:.1f} bf16; "
+          f"{_gflops(out['peak_gflops_bf16'])} bf16{tf32}; "
           f"load average at start {out['machine']['load_average'][0]:.1f}")
     print(f"{'measure':44} {'tinyvision':>11} {'per-sample':>11} {'ratio':>8} {'target':>8}  met")
     for name, r in out["cases"].items():
@@ -199,7 +265,8 @@ def print_table(out: dict[str, Any]) -> None:
         print(f"{name + ' epoch s (55,000 images, batch 64, ' + r['precision'] + ')':44} {r['tinyvision_s']:11.2f} "
               f"{r['per_sample_s']:11.2f} {r['speedup']:7.1f}x {r['target']:7.0f}x  {met}")
         if "tinyvision_fp32_s" in r:
-            print(f"{'  the same in fp32 (precision=fp32)':44} {r['tinyvision_fp32_s']:11.2f} "
+            label = f"  the same with precision=fp32 ({r.get('fp32_precision', 'fp32')})"
+            print(f"{label:44} {r['tinyvision_fp32_s']:11.2f} "
                   f"{r['per_sample_s']:11.2f} {r['speedup_fp32']:7.1f}x")
     for name, r in out["cases"].items():
         print(f"{name + ' fraction of fp32 mm peak':44} {100 * r['fraction_of_peak']:10.1f}% "

@@ -153,7 +153,8 @@ def test_one_writer_per_run_directory(tmp_path, capsys) -> None:
 def test_four_tuning_workers_share_one_study(tmp_path) -> None:
     import optuna
 
-    from tinyvision.experiments.tune import build_tune, tune
+    from tinyvision.experiments.tune import tune
+    from tinyvision.experiments.tune_spec import build_tune
 
     spec = build_tune({"name": "t", "base": TINY, "search": {"lr": {"low": 1e-3, "high": 3e-2, "log": True}},
                        "trials": 8, "sampler": {"startup_trials": 4}})

@@ -100,7 +100,7 @@ def test_every_example_validates(path: Path) -> None:
 
 @pytest.mark.parametrize("path", TUNE_EXAMPLES, ids=[p.stem for p in TUNE_EXAMPLES])
 def test_every_tune_example_validates(path: Path) -> None:
-    from tinyvision.experiments.tune import load_tune
+    from tinyvision.experiments.tune_spec import load_tune
 
     assert load_tune(path).name == path.stem
 

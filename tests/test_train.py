@@ -36,7 +36,7 @@ def test_run_directory_holds_the_whole_record(tmp_path) -> None:
     run_dir = tmp_path / "run"
     result = tv.train(dict(dataset="digits", model="digits-mlp", epochs=3), run_dir=run_dir, quiet=True)
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        [runs.CONFIG, runs.METRICS, runs.RESULT, runs.WEIGHTS, runs.CHECKPOINT])
+        [runs.CONFIG, runs.METRICS, runs.RESULT, runs.WEIGHTS, runs.PREDICTIONS, runs.CHECKPOINT])
     rows = runs.read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for key in ("train_loss", "train_accuracy", "train_error", "val_loss", "val_accuracy",

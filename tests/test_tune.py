@@ -2,7 +2,6 @@
 one study through the journal file and through a real PostgreSQL server started here."""
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -20,7 +19,10 @@ import pytest
 
 from tinyvision import runs
 from tinyvision.errors import ConfigError, TinyVisionError
-from tinyvision.experiments.tune import add_tune_command, build_tune, format_summary, load_tune, tune
+from tinyvision.cli import build_parser
+from tinyvision.experiments.tune import tune
+from tinyvision.experiments.tune_spec import build_tune, load_tune
+from tinyvision.experiments.tune_summary import format_summary
 
 BASE = {"dataset": "digits", "model": "digits-mlp", "epochs": 3}
 SEARCH = {"lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "batch_size": [32, 64]}
@@ -136,10 +138,8 @@ def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch)
 def test_cli_helper(tmp_path, capsys):
     path = tmp_path / "t.yaml"
     path.write_text(json.dumps({"base": BASE, "search": {"lr": [0.01, 0.02]}}))
-    parser = argparse.ArgumentParser()
-    add_tune_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["tune", str(path), "epochs=1", "--trials", "2", "--out", str(tmp_path / "out"),
-                              "--study-name", "smoke", "--quiet"])
+    args = build_parser().parse_args(["tune", str(path), "epochs=1", "--trials", "2", "--out",
+                                      str(tmp_path / "out"), "--study-name", "smoke", "--quiet"])
     assert (args.jobs, args.storage) == (1, None)
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -252,9 +252,9 @@ def test_a_rerun_fails_the_trials_whose_worker_process_is_gone(tmp_path):
         trial = study.ask()
         trial.set_user_attr("pid", pid)
         trial.set_user_attr("host", host)
-    from tinyvision.experiments.tune import _fail_abandoned_trials
+    from tinyvision.experiments.tune_study import fail_abandoned_trials
 
-    assert _fail_abandoned_trials(study) == [0]  # not the live process's, not another machine's
+    assert fail_abandoned_trials(study) == [0]  # not the live process's, not another machine's
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "RUNNING", "RUNNING"]
 
 

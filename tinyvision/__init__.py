@@ -2,19 +2,47 @@
 
     import tinyvision as tv
     result = tv.train({"dataset": "digits", "model": "digits-cnn", "epochs": 20})
+
+Importing the package is light: the public names below load their module (and torch) on first use,
+so `tinyvision --help` and `tinyvision datasets` do not pay for the training stack.
 """
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .config import RunConfig, load_config, make_config  # noqa: E402
-from .data import ImageDataset, list_datasets, load_dataset  # noqa: E402
-from .errors import ConfigError, DataError, SpecError, TinyVisionError, UnknownNameError  # noqa: E402
-from .experiments import compare  # noqa: E402
-from .inference import evaluate_run, load_model, predict_files  # noqa: E402
-from .models import create_model, list_models, summarize  # noqa: E402
-from .pipeline import train  # noqa: E402
+from importlib import import_module, metadata
+from typing import Any
 
-__all__ = [
-    "ConfigError", "DataError", "ImageDataset", "RunConfig", "SpecError", "TinyVisionError",
-    "UnknownNameError", "compare", "create_model", "evaluate_run", "list_datasets", "list_models",
-    "load_config", "load_dataset", "load_model", "make_config", "predict_files", "summarize", "train",
-]
+from .errors import ConfigError, DataError, SpecError, TinyVisionError, UnknownNameError
+
+try:
+    __version__ = metadata.version("tinyvision")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+_LAZY = {  # public name -> the module that defines it
+    "RunConfig": "config", "load_config": "config", "make_config": "config",
+    "ImageDataset": "data", "list_datasets": "data", "load_dataset": "data",
+    "compare": "experiments",
+    "evaluate_run": "inference", "load_model": "inference", "predict_files": "inference",
+    "create_model": "models", "list_models": "models", "summarize": "models",
+    "train": "pipeline",
+}
+
+__all__ = sorted(["ConfigError", "DataError", "SpecError", "TinyVisionError", "UnknownNameError", *_LAZY])
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: a public name imports its module on first use; a submodule name imports it."""
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    try:
+        return import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":  # a submodule that failed to import: say why
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,4 +1,5 @@
 """Files that hold tensors: safetensors plus JSON metadata, written atomically. Never pickle.
+And what a run's checkpoint holds: the whole training state, restored exactly (layouts included).
 
 `save_weights`/`load_weights` hold a trained model with what is needed to rebuild and use it
 (spec, input shape, classes, normalisation). `save_state`/`load_state` hold any nested structure
@@ -13,9 +14,12 @@ import hashlib
 import io
 import json
 import os
+import random
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +27,13 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .errors import DataError, TinyVisionError
+from .optim import match_state_layout
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .data.loader import DeviceLoader
+    from .loop import TrainState
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".ckpt", ".bin"}
 TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: ".<name>.<random>.tmp" beside the target
@@ -190,3 +201,101 @@ def one_line(exc: BaseException) -> str:
     """A library exception as one short line (some have no message, some many lines)."""
     lines = str(exc).strip().splitlines()
     return lines[0][:200] if lines else type(exc).__name__
+
+
+# -- a run's checkpoint: the whole training state ---------------------------------------------------
+
+CHECKPOINT_FORMAT = "tinyvision-checkpoint-2"
+_COUNTERS = ("epoch", "step", "best_epoch", "bad_epochs")  # non-negative ints of TrainState
+_RESTORED = ("epoch", "step", "best_loss", "best_epoch", "best_state", "bad_epochs", "history",
+             "stopped_early", "partial")  # TrainState fields saved as they are
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Every random generator a run may draw from (dropout uses torch's; the loader is seeded)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": [name, keys.tolist(), pos, has_gauss, gauss]}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def _set_rng_state(rng: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(rng["torch"])
+    if "python" in rng:  # absent from checkpoints of earlier versions
+        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
+
+def _loader_position(loader: "DeviceLoader", state: "TrainState") -> dict[str, Any]:
+    """What fixes the training order: with epoch and step it is the loader's exact position."""
+    return {"seed": loader.seed, "batch_size": loader.batch_size, "samples": len(loader.labels),
+            "world_size": loader.world_size, "epoch": state.epoch, "step": state.step}
+
+
+def save_checkpoint(path: str | Path, state: "TrainState", net: "nn.Module", loader: "DeviceLoader") -> None:
+    """The whole training state (weights, optimiser, schedule, counters, history, every RNG and the
+    loader's position), written atomically: a kill leaves the previous checkpoint."""
+    saved = {"format": CHECKPOINT_FORMAT, "model": net.state_dict(), "optimizer": state.optimizer.state_dict(),
+             "scheduler": state.scheduler.state_dict() if state.scheduler else None,
+             **{key: getattr(state, key) for key in _RESTORED},
+             "rng": _rng_state(loader.device), "loader": _loader_position(loader, state)}
+    save_state(path, saved)
+
+
+def restore_checkpoint(path: str | Path, state: "TrainState", net: "nn.Module", loader: "DeviceLoader",
+                       model_name: str) -> None:
+    """Continue from the checkpoint at `path`; a file that does not fit this run is a DataError.
+
+    Tensors come back in their live counterparts' dtype, device and memory format: weights are
+    copied into the (channels_last) parameters, optimiser state is given its parameter's strides.
+    """
+    path = Path(path)
+    saved = load_state(path)
+    try:
+        _check_checkpoint(saved, path, state, net, loader, model_name)
+        _restore(saved, state, net, loader.device)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        raise DataError(f"{path}: not a checkpoint of this run ({one_line(exc)})") from None
+
+
+def _check_checkpoint(saved: Any, path: Path, state: "TrainState", net: "nn.Module", loader: "DeviceLoader",
+                      model_name: str) -> None:
+    """Types, counters and the loader's order: refuse a checkpoint this config cannot continue."""
+    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict)
+            and isinstance(saved.get("history"), list)):
+        raise DataError(f"{path}: expected a tinyvision checkpoint (model, optimizer, epoch, step...)")
+    if any(type(saved[k]) is not int or saved[k] < 0 for k in _COUNTERS):
+        raise DataError(f"{path}: expected non-negative integer {', '.join(_COUNTERS)}")
+    if saved["step"] > len(loader):
+        raise DataError(f"{path}: step {saved['step']} is beyond an epoch of {len(loader)} steps")
+    written = saved.get("loader")  # absent from checkpoints of earlier versions
+    if written is not None:
+        now = _loader_position(loader, state)
+        changed = ", ".join(f"{k} {written.get(k)}, now {now[k]}" for k in ("seed", "batch_size", "samples",
+                                                                          "world_size") if written.get(k) != now[k])
+        if changed:
+            raise DataError(f"{path}: written for another training order ({changed}); "
+                            "resume with the run's own config.yaml")
+    shapes = {k: v.shape for k, v in net.state_dict().items()}
+    for name in ("model", "best_state"):
+        tensors = saved[name]
+        if tensors is not None and {k: getattr(v, "shape", None) for k, v in tensors.items()} != shapes:
+            raise DataError(f"{path}: its {name} weights do not fit model {model_name!r}")
+
+
+def _restore(saved: dict[str, Any], state: "TrainState", net: "nn.Module", device: torch.device) -> None:
+    net.load_state_dict(saved["model"])  # copies into the live parameters: their layout stays
+    state.optimizer.load_state_dict(saved["optimizer"])
+    match_state_layout(state.optimizer)  # build_optimizer's load hook does it too; any optimizer here
+    if state.scheduler is not None and saved["scheduler"] is not None:
+        state.scheduler.load_state_dict(saved["scheduler"])
+    for key in _RESTORED:
+        setattr(state, key, saved[key])
+    state.best_loss = float(state.best_loss)
+    _set_rng_state(saved["rng"], device)

@@ -6,28 +6,18 @@ Ctrl-C or SIGTERM exits with 130 after saving a resumable checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from . import __version__, runs
-from .checkpoint import atomic_write
-from .config import RunConfig, load_config
+from . import __version__
+from .config import DEFAULT_REPEATS, RunConfig, field_docs, format_field_docs, load_config
 from .errors import TinyVisionError
 
-RUN_FLAGS = {  # flag -> (type, help); each sets the config field of the same name
-    "dataset": (str, "dataset name (see `tinyvision datasets`), folder:PATH or npz:PATH"),
-    "epochs": (int, "number of epochs"),
-    "batch_size": (int, "training batch size"),
-    "lr": (float, "learning rate"),
-    "optimizer": (str, "sgd, adam, adamw, adamax or adadelta"),
-    "schedule": (str, "none, exponential, step, cosine or onecycle"),
-    "weight_decay": (float, "L2 weight decay"),
-    "patience": (int, "early stopping: epochs without validation improvement"),
-    "seed": (int, "random seed (weights, order, augmentation)"),
-    "device": (str, "auto, cpu, cuda, cuda:N or mps"),
-    "data_dir": (str, "dataset cache folder (default: $TINYVISION_DATA, else the user cache)"),
+RUN_FLAGS = {  # flag -> type; each sets the config field of the same name (help: from config.py)
+    "dataset": str, "epochs": int, "batch_size": int, "lr": float, "optimizer": str, "schedule": str,
+    "weight_decay": float, "patience": int, "seed": int, "device": str, "data_dir": str,
 }
 
 
@@ -38,12 +28,29 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _HelpConfig(argparse.Action):
+    """--help-config: print every config field (type, default, description) and exit 0, as --help."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="list every config field (for key=value and --config files) and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(format_field_docs())
+        parser.exit(0)
+
+
 def _add_run_options(p: argparse.ArgumentParser, *, model_flag: bool) -> None:
+    """--config, a flag per RUN_FLAGS field (help and default from config.py), --help-config, output."""
     p.add_argument("--config", metavar="YAML", help="run config file; flags and key=value override it")
-    if model_flag:
-        p.add_argument("--model", help="preset name (see `tinyvision models`) or spec, e.g. cnn:16-32/k3/fc128")
-    for name, (kind, help_text) in RUN_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"{help_text} (default: from config)")
+    p.add_argument("--help-config", action=_HelpConfig)
+    docs = {d.name: d for d in field_docs()}
+    flags = {"model": str, **RUN_FLAGS} if model_flag else RUN_FLAGS
+    for name, kind in flags.items():
+        doc = docs[name]
+        choices = f": {', '.join(doc.choices)}" if doc.choices else ""
+        help_text = f"{doc.description}{choices} (default: {doc.default})".replace("%", "%%")
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=help_text)
     p.add_argument("--out", default="runs", help="folder for new run directories (default: runs)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html / report.md at the end")
@@ -96,6 +103,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .recipes import RECIPES
+
+    for name in RECIPES.names(args.pattern):
+        recipe = RECIPES.get(name)
+        print(f"{name}: {recipe.description}\n  " + " ".join(f"{k}={v}" for k, v in recipe.values.items()))
+    print("use: tinyvision train recipe=NAME [key=value ...] (values given win over the recipe's)")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from .data import dataset_info
     from .models import create_model, format_summary, summarize
@@ -118,11 +135,16 @@ def _print_result(result: dict[str, Any], quiet: bool = False) -> None:
     line = f"{result['status']}: {result['run_dir']}  params {result['params']:,}  best epoch {result['best_epoch']}"
     if test:
         line += f"  test loss {test['loss']:.4f} acc {100 * test['accuracy']:.2f}%"
-    print(line + f"  ({result['total_seconds']:.1f}s)")
+    line += f"  ({result['total_seconds']:.1f}s)"
+    if result["status"] == "interrupted" and result.get("run_dir") not in (None, "None"):
+        import shlex
+
+        line += f"; continue it with: tinyvision train --resume {shlex.quote(str(result['run_dir']))}"
+    print(line)
 
 
 def _exit_code(result: dict[str, Any]) -> int:
-    from .pipeline import EXIT_INTERRUPTED
+    from .runtime import EXIT_INTERRUPTED
     return {"completed": 0, "interrupted": EXIT_INTERRUPTED}.get(result["status"], 1)
 
 
@@ -134,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not resume and args.run_dir and distributed.relaunched(args.run_dir):
         resume = args.run_dir  # torchrun (re)started this job on an unfinished run: continue it
     if resume:
-        cfg = runs.read_config(resume)
+        cfg = _resume_config(args, resume)
         result = train(cfg, run_dir=resume, resume=True, quiet=args.quiet)
     else:
         cfg = _run_config(args, args.overrides)
@@ -144,6 +166,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         if result["status"] == "completed":
             _report(args, result["run_dir"])
     return _exit_code(result)
+
+
+def _resume_config(args: argparse.Namespace, run: str) -> RunConfig:
+    """The run's config.yaml with what this command line changes, where --resume allows it (more
+    epochs, data_dir, threads: config.resume_config; else one line saying what cannot change).
+    A change is written to the run's config.yaml, under its lock, before training goes on."""
+    from . import distributed, runs
+    from .config import requested_values, resume_config
+
+    saved = runs.read_config(run)
+    fields = {name: getattr(args, name) for name in [*RUN_FLAGS, "model"] if hasattr(args, name)}
+    cfg = resume_config(saved, requested_values(args.config, list(args.overrides), **fields), run)
+    if cfg != saved and distributed.context().is_writer:
+        with runs.lock_run_dir(run):
+            runs.write_config(Path(run), cfg)
+    return cfg
 
 
 def _report(args: argparse.Namespace, path: str | Path) -> None:
@@ -171,17 +209,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import load_model, predict_files
+    from .errors import DataError
+    from .inference import classify_files, format_prediction, load_model, unreadable_message
     from .tables import to_csv
 
     if args.csv and Path(args.csv).exists():
         raise TinyVisionError(f"{args.csv} already exists; choose another --csv file (nothing was overwritten)")
-    rows = predict_files(load_model(args.run, trust_pickle=args.trust_pickle), args.paths, top=args.top)
+    loaded = load_model(args.run, trust_pickle=args.trust_pickle)
+    classes = len(loaded.meta["classes"])
+    if args.top > classes:
+        print(f"tinyvision: note: --top {args.top}: the model has {classes} classes; showing {classes}",
+              file=sys.stderr)
+    rows, failed = classify_files(loaded, args.paths, top=args.top)
+    if not rows:
+        raise DataError(unreadable_message(failed))
     for row in rows:
-        print(f"{row['path']}\t{row['class']}\t{row['probability']:.4f}")
+        print(format_prediction(row))
     if args.csv:
+        from .checkpoint import atomic_write
+
         atomic_write(args.csv, to_csv(rows))
-    return 0
+    for _, reason in failed:  # one line each; the others were classified
+        print(f"tinyvision: error: {reason}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -191,8 +241,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = [o for o in args.items if "=" in o]
     if not models:
         raise TinyVisionError("compare needs at least one model (preset name or spec)")
-    exp_dir, rows, table = compare(models, _run_config(args, overrides), out=args.out,
-                                   repeats=args.repeats, jobs=args.jobs, quiet=args.quiet)
+    exp_dir, rows, table = compare(models, _run_config(args, overrides), out=args.out, repeats=args.repeats,
+                                   jobs=args.jobs, quiet=args.quiet, baseline=args.baseline)
     return _finish_experiment(args, exp_dir, rows, table)
 
 
@@ -209,7 +259,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.experiment, overrides=args.overrides, repeats=args.repeats)
     exp_dir = Path(args.exp_dir) if args.exp_dir else Path(args.out) / experiment.spec.name
-    return _finish_experiment(args, *run_experiment(experiment, exp_dir, jobs=args.jobs, quiet=args.quiet))
+    return _finish_experiment(args, *run_experiment(experiment, exp_dir, jobs=args.jobs, quiet=args.quiet,
+                                                    baseline=args.baseline))
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -219,6 +270,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args, args.overrides)
     found = lr_find(cfg, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
+    from . import runs
+
     name = f"lr-find-{runs.slug(cfg.dataset)}-{runs.slug(cfg.model)}-{datetime.now():%Y%m%d-%H%M%S}"
     out_dir = write_lr_find(Path(args.out) / name, found, cfg)
     if found["suggested_lr"] is None:
@@ -229,10 +282,24 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from . import runs
+    from .experiments.tune import tune
+    from .experiments.tune_spec import load_tune
+    from .experiments.tune_summary import format_summary
+
+    spec = load_tune(args.tune_file, overrides=args.overrides)
+    name = args.study_name or spec.name
+    summary = tune(spec, Path(args.out) / runs.slug(name), trials=args.trials, storage=args.storage,
+                   study_name=name, workers=args.jobs, quiet=args.quiet)
+    print(format_summary(summary))
+    return 0 if summary["best_trial"] is not None else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report, write_tensorboard
 
-    html, md = write_report(args.path, metric=args.metric)
+    html, md = write_report(args.path, metric=args.metric, partial=args.partial)
     print(f"report: {html}\nsummary: {md}")
     if args.tensorboard:
         print(f"tensorboard: {write_tensorboard(args.path)}")
@@ -251,8 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("models", help="list model presets with parameter counts")
-    p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'mlp*' (default: all)")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="wildcard filter, e.g. 'mlp*', or a word found anywhere in the name, e.g. cnn "
+                        "(default: all)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("recipes", help="list named recipes: tested config values for a dataset")
+    p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'mnist*' (default: all)")
+    p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("summary", help="per-layer output shapes, parameters and multiply-adds")
     p.add_argument("model", help="preset name or spec")
@@ -263,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, model_flag=True)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.01 epochs=5")
     p.add_argument("--run-dir", help="directory for this run (default: a new one under --out)")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue an interrupted run from its checkpoint, with its own config; key=value "
+                        "or flags may only add epochs (schedule none/exponential/step) or set data_dir, threads")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files (needs the tensorboard extra)")
     p.set_defaults(func=cmd_train)
@@ -275,11 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files or folders with a saved run")
+    p = sub.add_parser("predict", help="classify image files or folders with a saved run",
+                       description="Classify image files or folders (searched recursively) with a saved run: "
+                                   "one line per image with its --top classes and probabilities. An image "
+                                   "that cannot be read is reported on stderr (one line each) and the others "
+                                   "are still classified; the exit code is then 1.")
     p.add_argument("run", help="run directory or model file")
     p.add_argument("paths", nargs="+", help="image files or folders")
     p.add_argument("--csv", help="also write the predictions to this new CSV file (never overwritten)")
-    p.add_argument("--top", type=int, default=1, help="classes to report per image (default: 1)")
+    p.add_argument("--top", type=_positive_int, default=1,
+                   help="classes to report per image, with their probabilities, on the terminal and in "
+                        "the CSV; at most the model's classes (default: 1)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a .pt/.pth file (loaded with weights_only=True); off by default")
     p.set_defaults(func=cmd_predict)
@@ -288,13 +369,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, model_flag=False)
     p.add_argument("items", nargs="+", metavar="MODEL|key=value", help="models to compare, then config overrides")
     _add_parallel_options(p)
-    p.add_argument("--repeats", type=int, default=1, help="seeds per model, reported as mean ± std (default: 1)")
+    p.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
+                   help="seeds per model: the table gives mean ± std and a 95%% CI per model, then each model "
+                        f"against the first (Welch's t-test) in a sentence (default: {DEFAULT_REPEATS})")
+    p.add_argument("--baseline", metavar="MODEL", help="the model the others are compared with (default: the first)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("run", help="run (or resume) an experiment file: a base config, axes, repeats")
     p.add_argument("experiment", help="experiment YAML file (see examples/)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the base config, e.g. epochs=1")
-    p.add_argument("--repeats", type=_positive_int, help="seeds per point (default: the file's)")
+    p.add_argument("--help-config", action=_HelpConfig)
+    p.add_argument("--repeats", type=_positive_int,
+                   help=f"seeds per point (default: the file's `repeats`, else {DEFAULT_REPEATS})")
+    p.add_argument("--baseline", metavar="LABEL", help="with one varied field: the point the others are "
+                                                       "compared with (default: the first)")
     p.add_argument("--out", default="runs", help="parent folder of the experiment directory (default: runs)")
     p.add_argument("--exp-dir", help="experiment directory (default: OUT/<name>); re-running resumes it")
     p.add_argument("--quiet", action="store_true", help="no per-run output")
@@ -309,14 +397,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=200, help="number of steps (default: 200)")
     p.set_defaults(func=cmd_lr_find)
 
-    from .experiments.tune import add_tune_command
-    add_tune_command(sub)
+    p = sub.add_parser("tune", help="tune hyper-parameters: TPE search with median pruning (Optuna)")
+    p.add_argument("tune_file", metavar="TUNE.yaml", help="tune file: base config, search space, trials")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="base config overrides, e.g. epochs=5; a searched field given here is fixed")
+    p.add_argument("--trials", type=_positive_int, help="finished trials the study should hold (default: the file's)")
+    p.add_argument("--storage", metavar="URL",
+                   help="journal file, or database URL shared by several machines, e.g. "
+                        "postgresql://user@host/db (default: OUT/STUDY/study.journal)")
+    p.add_argument("--study-name", help="study to create or join (default: the file's name); also its folder")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="worker processes sharing the study, each with cores/jobs threads (default: 1)")
+    p.add_argument("--out", default="runs", help="parent folder of the tuning directory (default: runs)")
+    p.add_argument("--quiet", action="store_true", help="no per-trial output while running")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("report", help="write report.html (self-contained) and report.md for a run or experiment")
     p.add_argument("path", help="run directory or experiment directory")
     p.add_argument("--metric", default="accuracy", choices=["accuracy", "error"],
                    help="plot accuracy or error (default: accuracy)")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (run only)")
+    p.add_argument("--partial", action="store_true",
+                   help="exit 0 when a file the report needs (metrics.csv, predictions.safetensors, "
+                        "config.yaml) cannot be read: the report leaves that part out, with a warning "
+                        "(default: the report is written, then exit 1 naming the file)")
     p.set_defaults(func=cmd_report)
     return parser
 
@@ -336,8 +440,33 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+class _StderrLog(logging.Handler):
+    """tinyvision's log records (a folder dataset's summary, files left out) as lines on stderr;
+    sys.stderr is looked up per record, so a swapped stream (tests, notebooks) gets them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "warning: " if record.levelno >= logging.WARNING else ""
+        print(f"tinyvision: {level}{record.getMessage()}", file=sys.stderr)
+
+
+def _show_log() -> Callable[[], None]:
+    """Show INFO and above from the `tinyvision` loggers on stderr until the returned function is
+    called (the library alone shows only warnings: logging's default)."""
+    logger, handler = logging.getLogger("tinyvision"), _StderrLog()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    return undo
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse(argv)
+    undo_log = _show_log()
     try:
         return args.func(args)
     except TinyVisionError as exc:
@@ -346,10 +475,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("tinyvision: interrupted", file=sys.stderr)
         return 130
+    finally:
+        undo_log()
 
 
 def entry() -> None:
-    sys.exit(main())
+    import os
+
+    # cuBLAS reads this once, when CUDA starts: pipeline.build's setting comes too late in a
+    # process whose earlier runs used CUDA (a compare or tune worker whose later run asks for
+    # deterministic=true). So set it for every run, deterministic or not: a fixed workspace of
+    # 8 x 4 MiB per cuBLAS handle, torch's default on H100/H200, elsewhere ~24 MiB more GPU memory.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    try:
+        code = main()
+    finally:
+        from .distributed import teardown
+
+        teardown()  # a torchrun worker leaves its process group before exiting (else a no-op)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """One validated run configuration: defaults live here and nowhere else.
 
 A config comes from a YAML file and/or `key=value` overrides; unknown keys, wrong types and
-out-of-range values raise ConfigError naming the field.
+out-of-range values raise ConfigError naming the field, with the value shown cut to about 100
+characters (yamlfile.clip). Every YAML read goes through tinyvision.yamlfile (bounded aliases,
+duplicate keys refused). Each field's description, type and default also make the CLI flags'
+help and `--help-config` (field_docs).
 """
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -14,6 +18,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from .errors import ConfigError, UnknownNameError
+from .tables import label, to_text
+from .yamlfile import YamlError, clip, load_yaml, read_yaml_file
 
 Optimizer = Literal["sgd", "adam", "adamw", "adamax", "adadelta"]
 Schedule = Literal["none", "exponential", "step", "cosine", "onecycle"]
@@ -27,51 +33,73 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
                               allow_inf_nan=False)
 
-    recipe: Optional[str] = None  # named set of defaults (see `tinyvision recipes`); fields given win
+    recipe: Optional[str] = Field(
+        None, description="named set of defaults (see `tinyvision recipes`); fields given win")
 
     # data
-    dataset: str = "digits"  # registry name, or folder:PATH / npz:PATH
-    data_dir: Optional[str] = None  # cache of dataset files (else $TINYVISION_DATA, else user cache)
-    val_size: Optional[Union[int, float]] = None  # count or fraction carved from train; None = dataset default
-    split_seed: int = Field(0, ge=0)  # seeds the validation carve; fixed so seeds vary only training
-    train_subset: Optional[int] = Field(None, ge=1)  # train on the first N training images only
-    image_size: Optional[int] = Field(None, ge=4, le=512)  # folder: datasets only (pixels per side)
-    channels: Optional[Literal[1, 3]] = None  # folder: datasets only
-    augment: Literal["none", "translate", "flip-translate"] = "none"  # on-device, whole batches
-    translate: int = Field(2, ge=0, le=8)  # max shift in pixels for augment
+    dataset: str = Field(
+        "digits", description="dataset name (see `tinyvision datasets`), folder:PATH or npz:PATH")
+    data_dir: Optional[str] = Field(
+        None, description="dataset cache folder; None = $TINYVISION_DATA, else the user cache")
+    val_size: Optional[Union[int, float]] = Field(
+        None, description="validation images carved from train, a count or a fraction; "
+                          "None = the dataset's default")
+    split_seed: int = Field(
+        0, ge=0, description="seeds the validation carve; fixed, so that seeds vary only training")
+    train_subset: Optional[int] = Field(
+        None, ge=1, description="train on the first N training images only; None = all")
+    image_size: Optional[int] = Field(
+        None, ge=4, le=512, description="pixels per side (folder: datasets only)")
+    channels: Optional[Literal[1, 3]] = Field(
+        None, description="1 = grayscale, 3 = RGB (folder: datasets only)")
+    skip_bad_images: bool = Field(
+        False, description="skip unreadable images and empty class folders, naming them "
+                           "(folder: datasets only); false = refuse them in one error")
+    augment: Literal["none", "translate", "flip-translate"] = Field(
+        "none", description="training augmentation, on the device, whole batches at a time")
+    translate: int = Field(2, ge=0, le=8, description="largest shift in pixels for augment")
 
     # model
-    model: str = "digits-cnn"  # preset name or spec such as cnn:16-32/k3/fc128
-    activation: Optional[Literal["relu", "sigmoid", "tanh", "gelu"]] = None  # overrides the spec
-    kernel_size: Optional[int] = Field(None, ge=1, le=15)  # overrides the spec
-    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)  # overrides the spec
-    batch_norm: Optional[bool] = None  # overrides the spec
-    init: Init = "default"
+    model: str = Field(
+        "digits-cnn", description="preset name (see `tinyvision models`) or spec, e.g. cnn:16-32/k3/fc128")
+    activation: Optional[Literal["relu", "sigmoid", "tanh", "gelu"]] = Field(
+        None, description="overrides the spec's activation")
+    kernel_size: Optional[int] = Field(None, ge=1, le=15, description="overrides the spec's kernel size")
+    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0, description="overrides the spec's dropout")
+    batch_norm: Optional[bool] = Field(None, description="overrides the spec's batch norm")
+    init: Init = Field("default", description="weight initialisation")
 
     # optimisation
-    optimizer: Optimizer = "adam"
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
-    nesterov: bool = False  # sgd only (needs momentum > 0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    schedule: Schedule = "none"
-    gamma: float = Field(0.95, gt=0.0, le=1.0)  # exponential: lr factor per epoch; step: factor per step_size
-    step_size: int = Field(10, ge=1)  # epochs between step decays
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_size: int = Field(64, ge=1, le=1_000_000)
-    epochs: int = Field(10, ge=1, le=100_000)
-    patience: Optional[int] = Field(None, ge=1)  # early stopping on validation NLL; None = off
-    min_delta: float = Field(0.0, ge=0.0)  # improvement in validation NLL that resets patience
-    tta: bool = False  # test-time augmentation at evaluation: 1-px shifts, + mirror with flip augment
+    optimizer: Optimizer = Field("adam", description="optimiser")
+    lr: float = Field(1e-3, gt=0.0, le=10.0, description="learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="momentum (sgd only)")
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd only; needs momentum > 0)")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
+    schedule: Schedule = Field("none", description="learning-rate schedule")
+    gamma: float = Field(
+        0.95, gt=0.0, le=1.0,
+        description="lr factor per epoch (exponential) or per step_size epochs (step)")
+    step_size: int = Field(10, ge=1, description="epochs between step decays")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the loss")
+    batch_size: int = Field(64, ge=1, le=1_000_000, description="training batch size")
+    epochs: int = Field(10, ge=1, le=100_000, description="number of epochs")
+    patience: Optional[int] = Field(
+        None, ge=1, description="early stopping: epochs without validation NLL improvement; None = off")
+    min_delta: float = Field(
+        0.0, ge=0.0, description="improvement in validation NLL that resets patience")
+    tta: bool = Field(
+        False, description="test-time augmentation at evaluation: 1-px shifts, + mirror with flip augment")
 
     # execution
-    seed: int = Field(0, ge=0, lt=2**63)
-    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    threads: Optional[int] = Field(None, ge=1)  # CPU threads; None = all cores
-    compile: bool = False  # torch.compile the model
-    precision: Precision = "auto"  # bf16 autocast where it pays (runtime.autocast_dtype)
-    deterministic: bool = False  # torch deterministic algorithms (GPU)
-    eval_batch_size: int = Field(1024, ge=1)
+    seed: int = Field(0, ge=0, lt=2**63, description="random seed (weights, order, augmentation)")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads; None = all cores")
+    compile: bool = Field(False, description="torch.compile the model")
+    precision: Precision = Field(
+        "auto",
+        description="auto: bf16 autocast where it pays (runtime.autocast_dtype); fp32 or bf16 force it")
+    deterministic: bool = Field(False, description="torch deterministic algorithms (GPU)")
+    eval_batch_size: int = Field(1024, ge=1, description="batch size at evaluation")
 
     @field_validator("val_size")
     @classmethod
@@ -125,20 +153,38 @@ NUMERIC_FIELDS = frozenset(name for name, f in RunConfig.model_fields.items() if
 def _field_error(exc: ValidationError, prefix: str = "config ",
                  fields: Optional[list[str]] = None) -> ConfigError:
     """The first validation error as one line naming the field (and the allowed values)."""
-    err = exc.errors()[0]
+    return _error_line(exc.errors()[0], prefix, fields)
+
+
+def _error_line(err: Any, prefix: str = "config ", fields: Optional[list[str]] = None) -> ConfigError:
+    """One pydantic error (a dict of ValidationError.errors()) as a ConfigError line; the value
+    given is cut to about 100 characters (a YAML file may hold a 30 MB string)."""
     field = ".".join(str(p) for p in err["loc"]) or "config"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         fields = fields or list(RunConfig.model_fields)
-        hint = difflib.get_close_matches(field, fields, n=1)
+        hint = difflib.get_close_matches(field[:200], fields, n=1)
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
         valid = ", ".join(fields)
-        return ConfigError(f"unknown {prefix}field {field!r}.{did_you_mean} Valid fields: {valid}")
+        return ConfigError(f"unknown {prefix}field {clip(field, 60)}.{did_you_mean} Valid fields: {valid}")
     if err["type"] == "missing":  # its "input" is the whole enclosing mapping: not worth a line
-        return ConfigError(f"{prefix}field {field!r} is required")
+        return ConfigError(f"{prefix}field {clip(field, 60)} is required")
     if err["type"] == "literal_error":
-        return ConfigError(f"{prefix}field {field!r}: {msg}, got {err.get('input')!r}")
-    return ConfigError(f"{prefix}field {field!r}: {msg} (got {err.get('input')!r})")
+        return ConfigError(f"{prefix}field {clip(field, 60)}: {msg}, got {clip(err.get('input'))}")
+    return ConfigError(f"{prefix}field {clip(field, 60)}: {msg} (got {clip(err.get('input'))})")
+
+
+def check_fields(values: dict[str, Any], prefix: str = "config ") -> None:
+    """Validate each field of `values` on its own (type, range), ignoring how the fields combine:
+    for values that something later replaces (`train --epochs 1 epochs=abc` must still refuse
+    `abc`). Unknown fields are refused too."""
+    for key, value in values.items():
+        try:
+            RunConfig.model_validate({key: value})
+        except ValidationError as exc:
+            own = [e for e in exc.errors() if e["loc"][:1] == (key,)]  # not the cross-field checks
+            if own:
+                raise _error_line(own[0], prefix) from None
 
 
 def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
@@ -158,44 +204,169 @@ def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunCo
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`key=value` -> (key, YAML-typed value): `lr=1e-3` gives a float, `model=mlp:40` a string."""
+    """`key=value` -> (key, YAML-typed value): `lr=0.01` gives a float, `model=mlp:40` a string.
+
+    The value is parsed by tinyvision.yamlfile (aliases bounded); text that is not a YAML scalar
+    (a mapping such as `cnn:16`, a list, a parse error, an alias bomb) stays the text typed."""
     key, sep, raw = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
+        raise ConfigError(f"override {clip(text)} is not of the form key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml(raw, source=f"override {key[:40]}") if raw.strip() else None
+    except YamlError:
         value = raw
     if isinstance(value, (dict, list)):  # e.g. model=cnn:16 is a YAML mapping; keep the text
         value = raw
     return key, value
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file holding a mapping (a run config, an experiment or tune file), read with
+    tinyvision.yamlfile: a directory, a binary or over-large file, a duplicate key or an alias
+    bomb is a one-line YamlError (exit 2) naming the file (and line)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(f"{what} {path} does not exist")
+    data = read_yaml_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of field: value")
+        raise ConfigError(f"{what} {path} must hold a mapping of field: value, found a {type(data).__name__}")
     return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 **fields: Any) -> RunConfig:
-    """YAML file (optional) < `key=value` overrides < keyword fields (e.g. from CLI flags)."""
-    values = read_yaml(path) if path else {}
-    values.update(parse_override(o) for o in overrides or [])
-    values.update({k: v for k, v in fields.items() if v is not None})
-    return make_config(values)
+    """YAML file (optional) < `key=value` overrides < keyword fields (e.g. from CLI flags).
+
+    A value that a later one replaces is still checked on its own (check_fields)."""
+    return make_config(requested_values(path, overrides, **fields))
+
+
+def requested_values(path: str | Path | None = None, overrides: list[str] | None = None,
+                     **fields: Any) -> dict[str, Any]:
+    """The fields a file, overrides and keyword fields ask for (None fields left out), merged in
+    that order; each value replaced by a later one is validated on its own first."""
+    layers = [read_yaml(path) if path else {}, *({k: v} for k, v in map(parse_override, overrides or [])),
+              {k: v for k, v in fields.items() if v is not None}]
+    values: dict[str, Any] = {}
+    for layer in layers:
+        check_fields({k: values[k] for k in layer if k in values})  # about to be replaced
+        values.update(layer)
+    return values
+
+
+# fields that may change when a run is resumed: where the data is and how many threads run; and
+# epochs may grow where the schedule's state does not depend on the number of epochs
+RESUME_MAY_CHANGE = ("data_dir", "threads")
+_EPOCH_FREE_SCHEDULES = ("none", "exponential", "step")
+
+
+def resume_config(saved: RunConfig, requested: dict[str, Any], run: str | Path = "RUN") -> RunConfig:
+    """The config to resume a run with: `saved` (its config.yaml) with `requested` applied where
+    that cannot change what the checkpoint holds (RESUME_MAY_CHANGE, and more epochs for a
+    schedule that does not depend on them); anything else is a ConfigError naming each change."""
+    if not requested:
+        return saved
+    check_fields(requested)
+    new = make_config({**saved.model_dump(), **requested})
+    changed = [k for k in RunConfig.model_fields if getattr(new, k) != getattr(saved, k)]
+    refused = [k for k in changed if k not in RESUME_MAY_CHANGE and k != "epochs"]
+    why = ""
+    if "epochs" in changed and new.epochs < saved.epochs:
+        refused, why = ["epochs", *refused], "; epochs may only grow"
+    elif "epochs" in changed and saved.schedule not in _EPOCH_FREE_SCHEDULES:
+        refused, why = ["epochs", *refused], f"; schedule {saved.schedule} is fixed to {saved.epochs} epochs"
+    if refused:
+        listed = ", ".join(f"{k} {clip(getattr(saved, k), 40)} -> {clip(getattr(new, k), 40)}" for k in refused)
+        raise ConfigError(f"--resume continues {run} with its own config; cannot change {listed}{why} "
+                          f"(allowed: more epochs, {', '.join(RESUME_MAY_CHANGE)}); start a new run with "
+                          f"--config {Path(run) / 'config.yaml'} and the new values instead")
+    return new
 
 
 def dump_config(config: RunConfig) -> str:
     """YAML text that `load_config` reads back into an equal config."""
     return yaml.safe_dump(config.model_dump(), sort_keys=False)
+
+
+# --help-config sections, as the comments in RunConfig: each runs from its first field to the next
+SECTION_STARTS = {"recipe": "recipe", "dataset": "data", "model": "model", "optimizer": "optimisation",
+                  "seed": "execution"}
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One RunConfig field as people read it: in --help-config and in the CLI flags' help."""
+
+    name: str
+    section: str
+    type: str  # "int >= 1", "float in (0, 10]", "sgd|adam|adamw or None"
+    default: str  # as it would be written in a config file, None as None
+    description: str
+    choices: tuple[str, ...] = ()  # the allowed values of a Literal field
+
+
+def field_docs() -> list[FieldDoc]:
+    """Every RunConfig field in class order, with its section, type, bounds, default, description."""
+    docs, section = [], "recipe"
+    for name, info in RunConfig.model_fields.items():
+        section = SECTION_STARTS.get(name, section)
+        args = getattr(info.annotation, "__args__", ())
+        optional = getattr(info.annotation, "__origin__", None) is Union and type(None) in args
+        kinds = [a for a in args if a is not type(None)] if optional else [info.annotation]
+        kind = " ".join(filter(None, [" or ".join(map(_type_name, kinds)), _bounds(info.metadata)]))
+        docs.append(FieldDoc(name, section, kind + " or None" * optional, str(info.default),
+                             info.description or "", _choices(info.annotation)))
+    return docs
+
+
+def _type_name(annotation: Any) -> str:
+    """int; sgd|adam|adamw for a Literal."""
+    if getattr(annotation, "__origin__", None) is Literal:
+        return "|".join(map(str, annotation.__args__))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    origin, args = getattr(annotation, "__origin__", None), getattr(annotation, "__args__", ())
+    if origin is Union:
+        return next((c for c in map(_choices, args) if c), ())
+    return tuple(map(str, args)) if origin is Literal else ()
+
+
+def format_field_docs() -> str:
+    """The --help-config text: one line per field (section, name, type, default, description)."""
+    rows, section = [], None
+    for doc in field_docs():
+        rows.append({**vars(doc), "section": "" if doc.section == section else doc.section})
+        section = doc.section
+    columns = [(key, key if key != "name" else "field", label)
+               for key in ("section", "name", "type", "default", "description")]
+    return to_text(rows, columns)
+
+
+_SYMBOLS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+_BRACKETS = {"ge": "[", "gt": "(", "le": "]", "lt": ")"}
+
+
+def _bounds(metadata: list[Any]) -> str:
+    """pydantic's ge/gt/le/lt constraints as ">= 1" or "in (0, 10]"."""
+    found = sorted(((k, getattr(m, k)) for m in metadata for k in _SYMBOLS if hasattr(m, k)),
+                   key=lambda kv: kv[0] in ("le", "lt"))  # lower bound first
+    if len(found) == 2:
+        (low, a), (high, b) = found
+        return f"in {_BRACKETS[low]}{_number(a)}, {_number(b)}{_BRACKETS[high]}"
+    return " ".join(f"{_SYMBOLS[k]} {_number(v)}" for k, v in found)
+
+
+def _number(v: Any) -> str:
+    """1e-3 as 0.001, 10.0 as 10, 2**63 as 2**63 rather than 19 digits."""
+    if isinstance(v, int) and v > 2**20 and v & (v - 1) == 0:
+        return f"2**{v.bit_length() - 1}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+# Seeds per experiment point (compare, run) when neither the file nor --repeats says: enough for a
+# 95% CI and a t-test to mean something (the README's Digits comparison: 2 x 5 runs in about a minute).
+DEFAULT_REPEATS = 5

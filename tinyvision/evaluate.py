@@ -128,3 +128,11 @@ def class_report(pred: Predictions, classes: tuple[str, ...], top: int = 5) -> C
 def split_metrics(pred: Predictions) -> dict[str, float]:
     acc = pred.accuracy
     return {"loss": pred.loss, "accuracy": acc, "error": 1.0 - acc, "seconds": pred.seconds}
+
+
+def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16) -> list[int]:
+    """Indices of the k wrongly classified images with the highest predicted-class probability."""
+    conf, pred = probs.max(dim=1)
+    wrong = (pred != labels).nonzero().flatten()
+    order = conf[wrong].argsort(descending=True)[:k]
+    return wrong[order].tolist()

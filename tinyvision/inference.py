@@ -1,6 +1,8 @@
 """Use a finished run: rebuild its model from model.safetensors, evaluate it, classify images."""
 from __future__ import annotations
 
+import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,14 +14,13 @@ from torch import nn
 from . import runs
 from .checkpoint import load_weights
 from .data import formats
+from .data.formats import IMAGE_SUFFIXES, is_image_file  # noqa: F401 - IMAGE_SUFFIXES: public name
 from .data.loader import DeviceLoader, Normalization
 from .errors import ConfigError, DataError, SpecError, TinyVisionError, UnknownNameError
 from .evaluate import class_report, predict_loader, split_metrics
 from .models import create_model
-from .pipeline import load_data
+from .data import load_data
 from .runtime import resolve_device
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
@@ -39,7 +40,14 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     if path.is_dir() and not weights.exists():
         status = (runs.read_result(path) or {}).get("status", "no result")
         raise DataError(f"{path}: no {runs.WEIGHTS} (run status: {status})")
-    state, meta = load_weights(weights, trust_pickle=trust_pickle)
+    try:
+        state, meta = load_weights(weights, trust_pickle=trust_pickle)
+    except DataError as exc:
+        if "Weights only load failed" not in str(exc):  # torch's advice follows: weights_only=False
+            raise
+        raise DataError(f"{weights}: not a loadable weights-only file ({_weights_only_reason(weights)}); "
+                        "tinyvision reads .pt/.pth files with weights_only=True only: save the "
+                        "state_dict's tensors alone") from None
     if "spec" not in meta:
         raise DataError(f"{weights}: no tinyvision metadata (spec, classes, input shape)")
     spec, shape, classes = _check_meta(meta, weights)
@@ -95,11 +103,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | No
 
 
 def collect_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Image files named directly, plus those found (recursively) in named folders."""
+    """Image files named directly, plus those found (recursively) in named folders: the files a
+    folder dataset reads (formats.is_image_file)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(f for f in p.rglob("*") if is_image_file(f) and f.is_file())
         elif p.exists():
             found.append(p)
         else:
@@ -109,6 +118,22 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def _weights_only_reason(path: Path) -> str:
+    """Why torch refused a pickle under weights_only=True, without its advice to load it with
+    weights_only=False (that can run code: never what tinyvision should suggest)."""
+    try:
+        torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure: say what torch found
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        found = re.search(r"WeightsUnpickler error: (.+?)(?:\.? Please use|\n|$)", text)
+        if found:
+            return found.group(1).strip()
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln
+                 and "can still be loaded" not in ln]
+        return (lines[0][:200] if lines else type(exc).__name__)
+    return "it holds more than tensors"
+
+
 def read_image(path: Path, input_shape: Sequence[int], pixel_max: float) -> torch.Tensor:
     """An image file -> (C,H,W) float tensor in the training data's pixel units."""
     c, h, w = input_shape
@@ -116,18 +141,63 @@ def read_image(path: Path, input_shape: Sequence[int], pixel_max: float) -> torc
     return torch.from_numpy(arr * (pixel_max / 255.0))
 
 
+def check_top(top: object, classes: int) -> int:
+    """--top as the number of classes to report: an int >= 1 (ConfigError otherwise), at most the
+    model's class count."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ConfigError(f"top must be a whole number >= 1 (classes to report per image), got {top!r}")
+    return min(top, classes)
+
+
 @torch.inference_mode()
-def predict_files(loaded: LoadedModel, paths: Sequence[str | Path], *, top: int = 1) -> list[dict[str, Any]]:
-    """One row per image: path, predicted class, probability (and the runners-up when top > 1)."""
+def classify_files(loaded: LoadedModel, paths: Sequence[str | Path], *, top: int = 1
+                   ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """(one row per readable image: path, predicted class, probability, and the runners-up
+    class_2, probability_2, ... when top > 1; (path, reason) per file that could not be read).
+    A bad file does not stop the others; a missing path or no image at all is a DataError."""
     files = collect_images(paths)
     shape, classes = loaded.meta["input_shape"], loaded.meta["classes"]
-    x = torch.stack([read_image(f, shape, loaded.meta.get("pixel_max", 255)) for f in files])
-    probs = loaded.model(loaded.norm.apply(x)).softmax(dim=1)
-    values, indices = probs.topk(min(top, len(classes)), dim=1)
+    k = check_top(top, len(classes))
+    images, good, failed = [], [], []
+    for f in files:
+        try:
+            images.append(read_image(f, shape, loaded.meta.get("pixel_max", 255)))
+            good.append(f)
+        except DataError as exc:
+            failed.append((str(f), str(exc)))
+    if not images:
+        return [], failed
+    probs = loaded.model(loaded.norm.apply(torch.stack(images))).softmax(dim=1)
+    values, indices = probs.topk(k, dim=1)
     rows = []
-    for f, v, i in zip(files, values.tolist(), indices.tolist()):
+    for f, v, i in zip(good, values.tolist(), indices.tolist()):
         row = {"path": str(f), "class": classes[i[0]], "probability": v[0]}
         for rank in range(1, len(i)):
             row[f"class_{rank + 1}"], row[f"probability_{rank + 1}"] = classes[i[rank]], v[rank]
         rows.append(row)
+    return rows, failed
+
+
+def format_prediction(row: dict[str, Any]) -> str:
+    """A classify_files row as a terminal line: path, then class and probability for each rank,
+    tab-separated (`a.png	7	0.9812	1	0.0100`)."""
+    ranks = [("class", "probability")] + [(f"class_{k}", f"probability_{k}") for k in range(2, len(row))]
+    return "\t".join([row["path"], *(f"{row[c]}\t{row[p]:.4f}" for c, p in ranks if c in row)])
+
+
+def predict_files(loaded: LoadedModel, paths: Sequence[str | Path], *, top: int = 1) -> list[dict[str, Any]]:
+    """One row per image: path, predicted class, probability (and the runners-up when top > 1).
+    Any unreadable file is a DataError naming every one (classify_files keeps the good rows)."""
+    rows, failed = classify_files(loaded, paths, top=top)
+    if failed:
+        raise DataError(unreadable_message(failed))
     return rows
+
+
+def unreadable_message(failed: Sequence[tuple[str, str]], shown: int = 5) -> str:
+    """One line for the images that could not be read: the first `shown` reasons, then a count."""
+    if len(failed) == 1:
+        return failed[0][1]
+    listed = "; ".join(reason for _, reason in failed[:shown])
+    more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
+    return f"{len(failed)} images could not be read: {listed}{more}"

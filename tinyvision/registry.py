@@ -1,7 +1,7 @@
 """Name -> object registries shared by datasets, model presets and recipes (timm-style).
 
 `register` is a decorator, `get` answers an unknown name with the valid ones and a "did you mean"
-hint, `names` filters by shell-style wildcard.
+hint, `names` filters by shell-style wildcard (a plain word matches anywhere in the name).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import fnmatch
 from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import UnknownNameError
+from .yamlfile import clip
 
 T = TypeVar("T")
 
@@ -43,11 +44,15 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
-        hint = difflib.get_close_matches(name, list(self._entries), n=1)
+        hint = difflib.get_close_matches(str(name)[:200], list(self._entries), n=1)
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-        return f"unknown {self.kind} {name!r}.{did_you_mean} Valid: {', '.join(self.names())}"
+        return f"unknown {self.kind} {clip(name, 80)}.{did_you_mean} Valid: {', '.join(self.names())}"
 
     def names(self, pattern: str = "*") -> list[str]:
+        """Sorted names matching a shell-style wildcard ("cnn-*"); a pattern without wildcard
+        characters (*?[) matches by substring, ignoring case ("cnn": every name containing cnn)."""
+        if not any(c in pattern for c in "*?["):
+            return sorted(n for n in self._entries if pattern.lower() in n.lower())
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:

@@ -4,6 +4,7 @@
     metrics.csv          one row per epoch (train/val loss, accuracy, error, lr, seconds)
     result.json          status, test metrics, parameter count, timings, seed, versions
     model.safetensors    best weights + metadata (spec, classes, input shape, normalisation)
+    predictions.safetensors  test-set probabilities and labels, and the images the report shows
     checkpoint.safetensors   full training state for --resume
 
 Every file is written atomically; result.json with a final status is written last, so a
@@ -13,6 +14,7 @@ directory (lock_run_dir); a kill leaves at most hidden ".*.tmp" files, which rea
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -20,20 +22,27 @@ import os
 import platform
 import re
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy
 import torch
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, load_state, remove_temp_files, save_state
 from .config import RunConfig, dump_config, load_config
 from .errors import DataError, TinyVisionError
 
+if TYPE_CHECKING:
+    from .evaluate import Predictions
+    from .loop import Outcome, TrainState
+
 CONFIG, METRICS, RESULT = "config.yaml", "metrics.csv", "result.json"
 WEIGHTS, CHECKPOINT = "model.safetensors", "checkpoint.safetensors"
+PREDICTIONS = "predictions.safetensors"
 
 
 def slug(text: str) -> str:
@@ -173,10 +182,16 @@ def code_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def environment() -> dict[str, str]:
-    from . import __version__
+def version() -> str:
+    """tinyvision's installed version (package metadata: importing the package is not needed)."""
+    try:
+        return metadata.version("tinyvision")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
-    return {"tinyvision": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+
+def environment() -> dict[str, str]:
+    return {"tinyvision": version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "code_hash": code_hash()}
 
@@ -193,3 +208,150 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.start
+
+
+# -- opening a run directory -------------------------------------------------------------------
+
+def open_run_dir(run_dir: str | Path | None, out: str | Path, cfg: RunConfig, *, resume: bool,
+                 held: ExitStack) -> Path:
+    """The writer's directory, locked for as long as `held` is open: the run's own directory when
+    resuming (leftovers of a killed writer removed), else a new one claimed with config.yaml."""
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(out, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held.enter_context(lock_run_dir(run_dir))
+    remove_temp_files(run_dir)  # what a killed writer left; the lock says none is writing now
+    if not resume:
+        claim_run_dir(run_dir)
+        write_config(run_dir, cfg)
+    return run_dir
+
+
+# -- result.json -------------------------------------------------------------------------------
+
+def build_result(outcome: "Outcome", state: "TrainState", *, cfg: RunConfig, run_dir: Optional[Path],
+                 facts: dict[str, Any]) -> dict[str, Any]:
+    """result.json's content for a run that ended with `outcome`; facts: what only the live run
+    knows (spec, params, macs, device, precision, classes...). The test metrics are added later."""
+    best = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
+    seconds = sum(r["seconds"] for r in state.history)
+    result = {"status": outcome.status, "run_dir": str(run_dir), "dataset": cfg.dataset, "model": cfg.model,
+              **facts, "seed": cfg.seed, "threads": torch.get_num_threads(),
+              "epochs_run": state.epoch, "best_epoch": state.best_epoch, "stopped_early": state.stopped_early,
+              "deterministic": torch.are_deterministic_algorithms_enabled(),
+              "best_val": {k.removeprefix("val_"): best[k] for k in ("val_loss", "val_accuracy", "val_error")}
+              if best else None,
+              "train_seconds": seconds, "mean_epoch_seconds": seconds / len(state.history) if state.history else None,
+              "versions": environment()}
+    if outcome.reason and outcome.status != "completed":
+        result["reason"] = outcome.reason
+    return result
+
+
+# -- out of room -------------------------------------------------------------------------------
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
+
+
+def mark_failed(run_dir: Optional[Path], exc: BaseException, started: str) -> BaseException:
+    """For an exhausted resource (disk full, device out of memory): mark the run "failed" with a
+    one-line reason (best effort: the disk may still be full) and return the ResourceError to raise.
+    Any other exception is returned as it is (a bug keeps its traceback)."""
+    if isinstance(exc, OSError) and exc.errno not in _NO_ROOM:
+        return exc
+    if isinstance(exc, OSError):
+        reason = f"no space left to write {Path(exc.filename).name if exc.filename else 'the run'} " \
+                 f"({exc.strerror}); free some space and resume with --resume"
+    else:
+        reason = "out of device memory; use a smaller batch_size or eval_batch_size, a smaller model, " \
+                 "or device=cpu, then resume with --resume"
+    if run_dir is not None:
+        try:
+            write_result(run_dir, {"status": "failed", "reason": reason, "started": started, "finished": now()})
+        except OSError:
+            pass  # still no room: result.json keeps "running"; the checkpoint is what matters
+    return ResourceError(f"{run_dir or 'run'}: failed: {reason}")
+
+
+class ResourceError(TinyVisionError):
+    """The machine ran out of disk space or device memory during a run."""
+
+
+# -- predictions.safetensors -------------------------------------------------------------------
+
+GALLERY = 32  # test images kept for the report: the first ones, and the most confident mistakes
+
+
+@dataclass
+class TestPredictions:
+    """A run's test-set outputs as written when it ended; images only for `index` (the gallery)."""
+
+    probs: torch.Tensor  # (N, K) softmax probabilities (with the run's TTA)
+    labels: torch.Tensor  # (N,)
+    index: torch.Tensor  # (G,) test-set positions of the gallery images
+    images: torch.Tensor  # (G, C, H, W) raw pixels as stored by the dataset
+    classes: tuple[str, ...]
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.probs.argmax(dim=1)
+
+    def gallery(self, positions: list[int]) -> torch.Tensor:
+        """The stored images at these test-set positions (each must be in the gallery)."""
+        where = {int(i): k for k, i in enumerate(self.index)}
+        return self.images[[where[p] for p in positions]]
+
+
+def write_predictions(run_dir: Path, pred: "Predictions", test_images: torch.Tensor,
+                      classes: tuple[str, ...]) -> None:
+    from .evaluate import confident_mistakes  # evaluate needs torch models: only the writer pays
+
+    first = list(range(min(GALLERY, len(pred.labels))))
+    index = sorted(set(first) | set(confident_mistakes(pred.probs, pred.labels, GALLERY)))
+    save_state(run_dir / PREDICTIONS, {"probs": pred.probs.float(), "labels": pred.labels,
+                                       "index": torch.tensor(index, dtype=torch.long),
+                                       "images": torch.as_tensor(test_images[index]), "classes": list(classes)})
+
+
+def read_predictions(run_dir: str | Path) -> TestPredictions:
+    """predictions.safetensors of a completed run; a missing or foreign file is a DataError."""
+    path = Path(run_dir) / PREDICTIONS
+    if not path.exists():
+        raise DataError(f"{path}: no such file (runs written before tinyvision 0.2 have none)")
+    saved = load_state(path)
+    try:
+        return TestPredictions(saved["probs"], saved["labels"], saved["index"], saved["images"],
+                               tuple(saved["classes"]))
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a tinyvision predictions file ({type(exc).__name__}: {exc})") from None
+
+
+# -- directories of runs -----------------------------------------------------------------------
+
+def claim_record_dir(directory: str | Path, record_file: str, record: dict[str, Any], *, what: str,
+                     hint: str) -> Path:
+    """Create, or re-open, a directory of runs (an experiment, a tuning study) made from `record`,
+    kept as YAML in directory/record_file. One holding a different record is refused, unchanged:
+    "DIR holds a different WHAT; choose another HINT"."""
+    import yaml
+
+    directory = Path(directory)
+    path, text = directory / record_file, yaml.safe_dump(record, sort_keys=False)
+    if path.exists():
+        if yaml.safe_load(path.read_text()) != yaml.safe_load(text):
+            raise TinyVisionError(f"{directory} holds a different {what}; choose another {hint} "
+                                  "(nothing was changed)")
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text)
+    return directory
+
+
+def copy_run(src: str | Path, dst: str | Path) -> Path:
+    """Copy a run's config, metrics, weights and result.json (last) into dst, each file replaced
+    atomically; a checkpoint in dst is removed (the copy is a record, not a run to resume)."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / CHECKPOINT).unlink(missing_ok=True)
+    for name in (CONFIG, METRICS, WEIGHTS, RESULT):
+        atomic_write(dst / name, (src / name).read_bytes())
+    return dst

@@ -1,10 +1,15 @@
-"""Where and how tensors run: device choice, CPU threads, autocast, determinism."""
+"""Where and how tensors run: device choice, CPU threads, autocast, determinism; and the signals
+(Ctrl-C, SIGTERM) that ask a run to stop at its next step."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import shutil
+import signal
+import sys
 from functools import cache
-from typing import ContextManager, Optional, get_args
+from typing import Any, ContextManager, Iterator, Optional, get_args
 
 import torch
 
@@ -26,6 +31,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"config field 'device': unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"config field 'device': {name!r} requested but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"config field 'device': {name!r} requested but only {torch.cuda.device_count()} "
+                          f"CUDA GPU(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"config field 'device': {name!r} requested but MPS is not available")
     return device
@@ -56,22 +64,30 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def cuda_ampere_or_later(device: torch.device) -> bool:
+    """bf16 (and TF32) tensor cores: compute capability 8.0 (Ampere) or later.
+    torch.cuda.is_bf16_supported() is also true on older GPUs, which emulate bf16 (slower than fp32)."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def autocast_dtype(precision: str, device: torch.device, model: torch.nn.Module) -> Optional[torch.dtype]:
     """The autocast dtype for `precision` (None = plain fp32).
 
-    auto: bf16 on CUDA GPUs that support it; on a CPU with native bf16 only for convolutional
-    models, where it halves the time of the convolutions (an MLP's tiny matmuls get slower from the
-    extra casts; benchmarks/README.md); fp32 elsewhere.
+    auto: bf16 on CUDA GPUs with bf16 tensor cores (compute capability >= 8.0); on a CPU with native
+    bf16 only for convolutional models, where it halves the time of the convolutions (an MLP's tiny
+    matmuls get slower from the extra casts; benchmarks/README.md); fp32 elsewhere. bf16 asked for
+    is given wherever it runs at all, emulated or not.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"config field 'precision': unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     if precision == "fp32":
         return None
     if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-        if precision == "bf16" and not supported:
-            raise ConfigError("config field 'precision': bf16 requested but this GPU does not support it")
-        return torch.bfloat16 if supported else None
+        if precision == "bf16":
+            if not torch.cuda.is_bf16_supported():
+                raise ConfigError("config field 'precision': bf16 requested but this GPU does not support it")
+            return torch.bfloat16
+        return torch.bfloat16 if cuda_ampere_or_later(device) else None
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cpu" and has_conv(model) and cpu_has_native_bf16():
@@ -80,8 +96,11 @@ def autocast_dtype(precision: str, device: torch.device, model: torch.nn.Module)
 
 
 def precision_name(precision: str, device: torch.device, model: torch.nn.Module) -> str:
-    """What `precision` resolves to here, as recorded in result.json: "fp32" or "bf16"."""
-    return "fp32" if autocast_dtype(precision, device, model) is None else "bf16"
+    """What `precision` resolves to here, as recorded in result.json: "bf16" (autocast), "tf32"
+    (fp32 on CUDA with TF32 matmuls and convolutions: set_determinism) or "fp32"."""
+    if autocast_dtype(precision, device, model) is not None:
+        return "bf16"
+    return "tf32" if device.type == "cuda" and tf32_enabled() and cuda_ampere_or_later(device) else "fp32"
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager:
@@ -98,9 +117,24 @@ def use_channels_last(device: torch.device, model: torch.nn.Module) -> bool:
 
 
 def set_determinism(enabled: bool, device: torch.device) -> None:
-    """Deterministic kernels or not, as the run asks (a run in the same process after a
-    deterministic one gets the fast kernels back). cuBLAS also needs CUBLAS_WORKSPACE_CONFIG, which
-    pipeline.build sets before anything starts CUDA."""
+    """Deterministic kernels or not, as the run asks, and with that the fp32 arithmetic on CUDA
+    (a run in the same process after a deterministic one gets the fast kernels back).
+
+    What deterministic=true guarantees on a GPU: the same config and seed on the same GPU model,
+    driver, CUDA, cuDNN and torch versions and process count give bit-identical weights and metrics,
+    run after run, and a resumed run ends bit-identical to an uninterrupted one. Not promised: the
+    same numbers on another GPU model, another software version or on the CPU (other kernels sum in
+    another order). An operation without a deterministic CUDA kernel raises a RuntimeError naming it
+    instead of running nondeterministically. cuBLAS also needs CUBLAS_WORKSPACE_CONFIG before CUDA
+    starts: the `tinyvision` command sets it at entry (cli.entry), pipeline.build for Python callers.
+
+    fp32 on CUDA (precision=fp32, and what autocast leaves in fp32): TF32 tensor cores for matmuls
+    and convolutions (10-bit mantissa inputs, fp32 accumulation; many times the IEEE fp32 rate on
+    Ampere and later), as timm and nanoGPT set it, except with deterministic=true, which asks for
+    the reference result: IEEE fp32, closest to the CPU's. result.json records "tf32" or "fp32".
+    """
+    if device.type == "cuda":
+        set_tf32(not enabled)
     if not enabled:
         if torch.are_deterministic_algorithms_enabled():
             torch.use_deterministic_algorithms(False)
@@ -108,3 +142,89 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
     torch.use_deterministic_algorithms(True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 (or IEEE fp32) for CUDA's fp32 matmuls and cuDNN convolutions; the CPU is unaffected.
+    torch >= 2.9 API: mixing it with the legacy allow_tf32 flags is an error in torch."""
+    mode = "tf32" if enabled else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
+
+
+def tf32_enabled() -> bool:
+    return torch.backends.cuda.matmul.fp32_precision == "tf32"
+
+
+def has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def check_compile(device: torch.device) -> None:
+    """compile=true needs the tools torch.compile's default backend (Inductor) builds with: a C++
+    compiler for CPU code ($CXX, else g++; clang++ on macOS) and, on CUDA, the triton package (a
+    dependency of torch's Linux CUDA wheels; CPU wheels lack it) plus a C compiler ($CC, else cc,
+    gcc or clang) for Triton's launchers. Without them torch fails at the first step with a long
+    traceback; this says what is missing in one line first. Compiling adds seconds to minutes to
+    the first steps (benchmarks/README.md)."""
+    where = "CUDA" if device.type == "cuda" else device.type
+    if device.type == "cuda":
+        if not has_triton():
+            raise ConfigError("config field 'compile': torch.compile on CUDA needs the triton package "
+                              "(pip install triton, matching your torch), or compile=false")
+        compilers = [os.environ.get("CC") or "cc", "gcc", "clang"]
+    elif device.type == "cpu":
+        compilers = [os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")]
+    else:
+        return
+    if not any(shutil.which(c) for c in compilers):
+        raise ConfigError(f"config field 'compile': torch.compile on {where} needs a C/C++ compiler "
+                          f"({' or '.join(compilers)} on the PATH), or compile=false")
+
+
+# -- stop signals ------------------------------------------------------------------------------
+
+EXIT_INTERRUPTED = 130  # documented exit code of a run stopped by Ctrl-C / SIGTERM
+
+
+class StopFlag:
+    """Set by the first SIGINT/SIGTERM; the loop polls it and stops at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+# Signals that stop a run at its next step with a checkpoint (pool workers: leave_sigterm_fatal).
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
+def leave_sigterm_fatal() -> None:
+    """For a process-pool worker (experiments, tuning): only Ctrl-C stops its run gracefully. When a
+    worker dies the pool SIGTERMs the others (their queues may be locked for good); one that took it
+    as a request to stop at its next step would then wait on those queues forever."""
+    global STOP_SIGNALS
+    STOP_SIGNALS = [signal.SIGINT]
+
+
+@contextlib.contextmanager
+def graceful_stop() -> Iterator[StopFlag]:
+    """Within the block a first stop signal sets the yielded flag instead of ending the process;
+    further ones change nothing (the save is already coming). Outside the main thread: no handling."""
+    flag = StopFlag()
+
+    def request(signum: int, frame: Any) -> None:
+        flag.requested = True
+
+    try:
+        old = {sig: signal.signal(sig, request) for sig in STOP_SIGNALS}
+    except ValueError:  # not the main thread: no signal handling
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

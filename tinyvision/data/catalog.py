@@ -1,25 +1,33 @@
 """The dataset registry (one DatasetInfo entry per dataset) and load_dataset: files -> tensors.
 
 Also the prefix sources `folder:PATH` and `npz:PATH`, and the validation carve shared by all.
+A folder dataset says what it found (folder_summary) on the `tinyvision.data.catalog` logger:
+INFO for the summary, WARNING for files left out. The CLI shows both on stderr; from Python only
+warnings show (logging's default), unless you configure logging.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError, DataError, UnknownNameError
 from ..registry import Registry
 from .fetch import RemoteFile, data_root, ensure_files, find_file
-from .formats import npz_splits, read_cifar10_tar, read_idx, read_image_folder, read_npz, \
-    read_svhn_mat
+from .formats import (IMAGE_SUFFIXES, FolderImages, listing, load_image_folder, npz_splits, read_cifar10_tar,
+                      read_idx, read_npz, read_svhn_mat)
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (x (N,C,H,W), y (N,) int64)
+if TYPE_CHECKING:  # torch is imported where splits are made: `tinyvision datasets` runs without it
+    import torch
+
 _HOLDOUT_SEED = 0  # folder:/npz: test hold-out is the same for every run seed, like a published split
 _PREFIXES = ("folder:", "npz:")
+FOLDER_IMAGE_SIZE, FOLDER_CHANNELS = 32, 3  # folder: defaults when image_size / channels are None
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors have no truth value to compare with
@@ -230,17 +238,29 @@ def _file_status(folder: Path, remote: RemoteFile, optional: bool) -> dict[str, 
 def load_dataset(name: str, *, data_dir: str | Path | None = None,
                  val_size: int | float | None = None, seed: int = 0, download: bool = True,
                  image_size: int | None = None, channels: int | None = None,
-                 options: Mapping[str, Any] | None = None) -> ImageDataset:
+                 options: Mapping[str, Any] | None = None, skip_bad_images: bool = False) -> ImageDataset:
     """Train/val/test splits of a registered dataset, `folder:PATH` or `npz:PATH`.
 
     val_size (count or fraction of train; None = the dataset's default) is carved from train by a
     permutation seeded with `seed`; options are per-dataset switches such as {"svhn_extra": True}.
+
+    folder:PATH reads PATH/<class>/<image> (or PATH/train/<class>/... and PATH/test/<class>/...):
+    every image is resized (bilinear) to image_size x image_size, default 32, and converted to
+    channels 3 (RGB, the default) or 1 (grayscale); without train/ and test/ folders 20% of the
+    images are held out as the test split (the same for every seed), and val_size defaults to 10%
+    of the rest. Files that are not images (formats.IMAGE_SUFFIXES) are left out with a warning.
+    An unreadable image or a class folder without images is an error naming all of them, unless
+    skip_bad_images (then they are left out with a warning naming them). What was found (classes,
+    images per class, split sizes, input shape, resizing) is logged at INFO (folder_summary).
     """
     _check_val_size(val_size)
+    if skip_bad_images and not name.startswith("folder:"):
+        raise ConfigError(f"skip_bad_images applies only to folder: datasets, not {name}")
+    found: list[FolderImages] = []  # what a folder: dataset read, for its summary
     if name.startswith(_PREFIXES):
         if options:
             raise ConfigError(f"options {sorted(options)} do not apply to {name}")
-        arrays, classes = _load_prefixed(name, image_size, channels)
+        arrays, classes = _load_prefixed(name, image_size, channels, skip_bad_images, found)
         default_val, shuffle, pixel_max = 0.1, True, 255.0
     else:
         info = _lookup(name)
@@ -255,8 +275,54 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
     train_x, train_y = arrays["train"]
     count = _val_count(default_val if val_size is None else val_size, len(train_y))
     val_idx, train_idx = _carve(len(train_y), count, seed, shuffle)
-    return ImageDataset(name, tuple(classes), _split(train_x, train_y, train_idx),
+    data = ImageDataset(name, tuple(classes), _split(train_x, train_y, train_idx),
                         _split(train_x, train_y, val_idx), _split(*arrays["test"], None), pixel_max)
+    if found:
+        _log_folder(data, found, image_size, channels)
+    return data
+
+
+def folder_summary(data: ImageDataset, found: list[FolderImages], image_size: int | None = None,
+                   channels: int | None = None) -> str:
+    """One line on a folder: dataset: classes with images per class, split sizes, the input shape
+    and how many images were resized / converted (and whether size and channels were defaults)."""
+    counts: dict[str, int] = {}
+    for part in found:
+        for cls, n in part.counts.items():
+            counts[cls] = counts.get(cls, 0) + n
+    per_class = listing([f"{c} {n}" for c, n in counts.items()], shown=10)
+    held_out = "" if len(found) > 1 else " (test: 20% held out)"
+    c, h, w = data.input_shape
+    total = sum(counts.values())
+    resized, converted = sum(p.resized for p in found), sum(p.converted for p in found)
+    mode = "grayscale" if c == 1 else "RGB"
+    done = [f"{resized} of {total} images resized to {h}x{w}" if resized else f"all {h}x{w} already",
+            f"{converted} converted to {mode}" if converted else f"all {mode} already"]
+    unset = [k for k, v in (("image_size", image_size), ("channels", channels)) if v is None]
+    how = f"defaults; set {'/'.join(unset)} to change" if unset else "as configured"
+    return (f"{data.name}: {len(data.classes)} classes ({per_class} images); train {len(data.train)} / "
+            f"val {len(data.val)} / test {len(data.test)}{held_out}; input {c}x{h}x{w}: "
+            f"{', '.join(done)} ({how})")
+
+
+def _log_folder(data: ImageDataset, found: list[FolderImages], image_size: int | None,
+                channels: int | None) -> None:
+    log.info(folder_summary(data, found, image_size, channels))
+    ignored = [f"{p}" for part in found for p in part.ignored]
+    if ignored:
+        log.warning(f"{data.name}: left out {len(ignored)} file{'s' * (len(ignored) > 1)} that "
+                    f"{'are' if len(ignored) > 1 else 'is'} not an image ({', '.join(IMAGE_SUFFIXES)}): "
+                    f"{listing(ignored)}")
+    bad = [f"{name} ({why})" for part in found for name, why in part.bad_images]
+    empty = [f"{c}/" for part in found for c in part.empty_classes + part.unreadable_classes]
+    parts = []
+    if bad:
+        parts.append(f"{len(bad)} unreadable image{'s' * (len(bad) > 1)}: {listing(bad, 5)}")
+    if empty:
+        parts.append(f"{len(empty)} class folder{'s' * (len(empty) > 1)} without a readable image: "
+                     f"{listing(empty)}")
+    if parts:
+        log.warning(f"{data.name}: skip_bad_images left out {'; '.join(parts)}")
 
 
 def _lookup(name: str) -> DatasetInfo:
@@ -318,36 +384,48 @@ def _split(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None) -> Split:
         x, y = x[idx], y[idx]  # fancy indexing copies: the splits share no memory
     x = x if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
     x, y = np.require(x, requirements=("C", "W")), np.require(y, np.int64, ("C", "W"))
+    import torch
+
     return Split(torch.from_numpy(x), torch.from_numpy(y))
 
 
 # ------------------------------------------------------------------------------- prefix sources
 
 
-def _load_prefixed(name: str, image_size: int | None, channels: int | None
-                   ) -> tuple[Arrays, tuple[str, ...]]:
+def _load_prefixed(name: str, image_size: int | None, channels: int | None, skip_bad: bool,
+                   found: list[FolderImages]) -> tuple[Arrays, tuple[str, ...]]:
     kind, _, raw = name.partition(":")
     path = Path(raw).expanduser()
     if not raw:
         raise ConfigError(f"dataset {name!r}: expected {kind}:PATH")
     if kind == "folder":
-        return _load_folder(path, image_size or 32, channels or 3)
+        return _load_folder(path, image_size or FOLDER_IMAGE_SIZE, channels or FOLDER_CHANNELS, skip_bad, found)
     for key, value in (("image_size", image_size), ("channels", channels)):
         if value is not None:
             raise ConfigError(f"{key} applies only to folder: datasets, not {name}")
     return _load_npz(path)
 
 
-def _load_folder(path: Path, size: int, channels: int) -> tuple[Arrays, tuple[str, ...]]:
+def _load_folder(path: Path, size: int, channels: int, skip_bad: bool,
+                 found: list[FolderImages]) -> tuple[Arrays, tuple[str, ...]]:
+    """PATH/train and PATH/test class folders, or PATH's class folders with 20% held out; what
+    each read is appended to `found`."""
     if (path / "train").is_dir() and (path / "test").is_dir():
-        x, y, classes = read_image_folder(path / "train", size=size, channels=channels)
-        tx, ty, test_classes = read_image_folder(path / "test", size=size, channels=channels)
-        if test_classes != classes:
-            raise DataError(f"{path / 'test'}: expected the class folders of train {list(classes)}, "
-                            f"found {list(test_classes)}")
-        return {"train": (x, y), "test": (tx, ty)}, classes
-    x, y, classes = read_image_folder(path, size=size, channels=channels)
-    return _hold_out(x, y, path), classes
+        train = load_image_folder(path / "train", size=size, channels=channels, skip_bad=skip_bad)
+        test = load_image_folder(path / "test", size=size, channels=channels, skip_bad=skip_bad)
+        if test.classes != train.classes:
+            raise DataError(f"{path / 'test'}: expected the class folders of train {list(train.classes)}, "
+                            f"found {list(test.classes)}")
+        for part, sub in ((train, "train/"), (test, "test/")):  # names relative to PATH
+            part.ignored = [sub + n for n in part.ignored]
+            part.bad_images = [(sub + n, why) for n, why in part.bad_images]
+            part.empty_classes = [sub + c for c in part.empty_classes]
+            part.unreadable_classes = [sub + c for c in part.unreadable_classes]
+        found += [train, test]
+        return {"train": (train.x, train.y), "test": (test.x, test.y)}, train.classes
+    images = load_image_folder(path, size=size, channels=channels, skip_bad=skip_bad)
+    found.append(images)
+    return _hold_out(images.x, images.y, path), images.classes
 
 
 def _load_npz(path: Path) -> tuple[Arrays, tuple[str, ...]]:

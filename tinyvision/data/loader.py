@@ -13,6 +13,7 @@ from typing import Iterator
 
 import torch
 
+from ..errors import DataError
 from .augment import augment_batch
 from .catalog import Split
 
@@ -61,6 +62,17 @@ def normalise_split(images: torch.Tensor, norm: Normalization, device: torch.dev
     return out
 
 
+def check_fits(nbytes: int, device: torch.device, headroom: float = 0.8) -> None:
+    """Refuse, with the figures, to put a split of `nbytes` on a GPU with less free memory than that
+    (leaving 1 - headroom of it for the model and activations); other devices are not checked."""
+    if device.type != "cuda":
+        return
+    free, total = torch.cuda.mem_get_info(device)
+    if nbytes > headroom * free:
+        raise DataError(f"the split needs {nbytes / 2**30:.2f} GiB on {device} but only {free / 2**30:.2f} GiB of "
+                        f"{total / 2**30:.2f} GiB is free; use device=cpu, a smaller dataset or free the GPU")
+
+
 def epoch_seed(seed: int, epoch: int, step: int = 0) -> int:
     return (seed * _MIX * _MIX + epoch * _MIX + step) % (2**63 - 1)
 
@@ -95,6 +107,8 @@ class DeviceLoader:
         # Without augmentation a batch is a gather from the split normalised once (airbench-style):
         # 1 op per batch instead of 3. Augmentation shifts raw pixels, so it keeps the uint8 split.
         self.prenormalised = augment == "none" and split.images.numel() * 4 <= PRENORMALISE_MAX_BYTES
+        check_fits(split.images.numel() * (4 if self.prenormalised else split.images.element_size())
+                   + split.labels.numel() * split.labels.element_size(), self.device)
         self.images = normalise_split(split.images, norm, self.device, channels_last) \
             if self.prenormalised else split.images.to(self.device)  # uint8 stays uint8
 

@@ -1,7 +1,6 @@
 """Experiments: several runs under one directory (comparisons, sweeps, repeated seeds, tuning)."""
-from .compare import compare
 from .results import collect
-from .run import run_experiment
+from .runner import compare, run_experiment
 from .spec import Experiment, ExperimentSpec, build_experiment, load_experiment
 
 __all__ = ["Experiment", "ExperimentSpec", "build_experiment", "collect", "compare",

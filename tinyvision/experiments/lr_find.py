@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import atomic_write
 from ..config import RunConfig
-from ..optim import FusedStep
+from .._fused import FusedStep
 from ..runtime import autocast, autocast_dtype
 from ..tables import to_csv
 

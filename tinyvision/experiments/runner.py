@@ -1,46 +1,32 @@
-"""Run every (point, seed) of an experiment, each in its own run directory; resumable, parallel.
+"""Run an experiment: every (point, seed) in its own run directory; resumable, parallel.
 
 Running an experiment again skips finished runs (status completed or diverged), resumes
 interrupted ones from their checkpoint and restarts the rest. With jobs > 1 runs go to worker
-processes, each given cores // jobs threads so the machine is not oversubscribed; the runs of a
-worker that dies (killed, out of memory) are run again in fresh workers, and a Ctrl-C stops the
-running runs at their next step (checkpointed) and starts no other. A run directory being
-written by another process (a second `run` of the same experiment) is left to it.
+processes (pool.py), each given cores // jobs threads so the machine is not oversubscribed; the
+runs of a worker that dies (killed, out of memory) are run again in fresh workers, and a Ctrl-C
+stops the running runs at their next step (checkpointed) and starts no other. A run directory
+being written by another process (a second `run` of the same experiment) is left to it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
-
-import yaml
+from typing import Any, Callable, Optional, Sequence
 
 from .. import runs
 from ..checkpoint import atomic_write
+from ..config import RunConfig
 from ..errors import TinyVisionError
-from .spec import Experiment, Point
+from . import pool
+from .results import collect, write_tables
+from .spec import DEFAULT_REPEATS, Experiment, Point, build_experiment
 
 MANIFEST, SPEC_FILE = "manifest.json", "experiment.yaml"
 DONE_STATUSES = {"completed", "diverged"}
 POOL_ROUNDS = 3  # pools started for the runs of workers that died, the first included
-_stop: Any = None  # in worker processes: an Event set when the experiment is interrupted
-
-
-def _init_worker(stop: Any) -> None:
-    """In each worker process: the interrupt Event, and SIGTERM left fatal."""
-    from ..pipeline import leave_sigterm_fatal
-
-    global _stop
-    _stop = stop
-    leave_sigterm_fatal()
 
 
 @dataclass(frozen=True)
@@ -73,15 +59,8 @@ def manifest(experiment: Experiment, exp_dir: Path, jobs: list[RunJob]) -> dict[
 
 def prepare_dir(experiment: Experiment, exp_dir: Path) -> list[RunJob]:
     """Create (or re-open) the experiment directory; refuse one holding a different experiment."""
-    text = yaml.safe_dump(experiment.spec.model_dump(), sort_keys=False)
-    spec_file = exp_dir / SPEC_FILE
-    if spec_file.exists():
-        if yaml.safe_load(spec_file.read_text()) != yaml.safe_load(text):
-            raise TinyVisionError(f"{exp_dir} holds a different experiment; choose another --out or name "
-                                  "(nothing was changed)")
-    else:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(spec_file, text)
+    runs.claim_record_dir(exp_dir, SPEC_FILE, experiment.spec.model_dump(),
+                          what="experiment", hint="--out or name")
     jobs = jobs_of(experiment, exp_dir)
     atomic_write(exp_dir / MANIFEST, json.dumps(manifest(experiment, exp_dir, jobs), indent=2) + "\n")
     return jobs
@@ -93,20 +72,21 @@ def _reset(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def run_job(job: RunJob, threads: Optional[int] = None, quiet: bool = True) -> dict[str, Any]:
-    """Train one run unless it is already done; failures become a result, not an exception."""
-    if _stop is not None and _stop.is_set():  # queued before a Ctrl-C: not to be started now
+def run_job(job: RunJob, threads: Optional[int] = None, quiet: bool = True, prefix: str = "") -> dict[str, Any]:
+    """Train one run unless it is already done; failures become a result, not an exception.
+    Unless quiet, its epochs show as a live bar on a terminal (lines elsewhere) after `prefix`."""
+    if pool.interrupted():  # queued before a Ctrl-C: not to be started now
         return {"status": "not started", "reason": "the experiment was interrupted",
                 "run_dir": str(job.run_dir), "skipped": True}
     job.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with runs.lock_run_dir(job.run_dir):
-            return _run_locked(job, threads, quiet)
+            return _run_locked(job, threads, quiet, prefix)
     except runs.RunDirBusy as exc:  # its other writer will finish it
         return {"status": "busy", "reason": str(exc), "run_dir": str(job.run_dir), "skipped": True}
 
 
-def _run_locked(job: RunJob, threads: Optional[int], quiet: bool) -> dict[str, Any]:
+def _run_locked(job: RunJob, threads: Optional[int], quiet: bool, prefix: str) -> dict[str, Any]:
     from ..pipeline import train  # imported here: worker processes start light
 
     previous = runs.read_result(job.run_dir) if (job.run_dir / runs.RESULT).exists() else None
@@ -114,10 +94,11 @@ def _run_locked(job: RunJob, threads: Optional[int], quiet: bool) -> dict[str, A
         return {**previous, "skipped": True}
     try:
         if (job.run_dir / runs.CHECKPOINT).exists() and (job.run_dir / runs.CONFIG).exists():
-            return train(runs.read_config(job.run_dir), run_dir=job.run_dir, resume=True, quiet=quiet)
+            return train(runs.read_config(job.run_dir), run_dir=job.run_dir, resume=True, quiet=quiet,
+                         progress_prefix=prefix)
         _reset(job.run_dir)
         config = {**job.config, "threads": job.config.get("threads") or threads}
-        return train(config, run_dir=job.run_dir, quiet=quiet)
+        return train(config, run_dir=job.run_dir, quiet=quiet, progress_prefix=prefix)
     except TinyVisionError as exc:
         result = {"status": "failed", "reason": str(exc), "run_dir": str(job.run_dir)}
         runs.write_result(job.run_dir, result)
@@ -137,7 +118,6 @@ def _describe(job: RunJob, result: dict[str, Any]) -> str:
 def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
             on_result: Optional[Callable[[RunJob, dict], None]] = None) -> list[dict[str, Any]]:
     """Run jobs (in order when workers == 1) and return their results in job order."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     results: list[Optional[dict]] = [None] * len(jobs)
 
     def done(i: int, result: dict) -> None:
@@ -150,10 +130,12 @@ def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
 
     if workers <= 1:
         for i, job in enumerate(jobs):
-            done(i, run_job(job, quiet=True))
+            position = f"[{i + 1}/{len(jobs)}] {job.point.label} seed {job.seed}"
+            if not quiet:
+                print(f"{position}: started", file=sys.stderr, flush=True)
+            done(i, run_job(job, quiet=quiet, prefix=f"{position} "))
         return results  # type: ignore[return-value]
-    threads = max(1, cores // workers)
-    pending = list(range(len(jobs)))
+    threads, pending = pool.threads_per_worker(workers), list(range(len(jobs)))
     for _ in range(POOL_ROUNDS):
         pending = _pool_round(jobs, pending, workers, threads, done)
         if not pending:
@@ -166,40 +148,34 @@ def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
     return results  # type: ignore[return-value]
 
 
-@contextlib.contextmanager
-def _ctrl_c_raises() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt here even where it was inherited as ignored (a background job
-    of a script): the workers' runs always stop on it (pipeline.graceful_stop installs its handler),
-    so the parent must always stop handing out runs too."""
-    try:
-        old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread: no signals here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
 def _pool_round(jobs: list[RunJob], pending: list[int], workers: int, threads: int,
                 done: Callable[[int, dict], None]) -> list[int]:
     """Run jobs[pending] in a fresh pool; the indices lost with a dead worker (the pool then fails)."""
-    lost, context = [], get_context("spawn")
-    stop = context.Event()
-    with _ctrl_c_raises(), ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
-                             initializer=_init_worker, initargs=(stop,)) as pool:
-        futures = {pool.submit(run_job, jobs[i], threads): i for i in pending}
-        try:
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except BrokenProcessPool:  # what it had written is whole (atomic); a rerun resumes it
-                    lost.append(futures[future])
-                    continue
-                done(futures[future], result)
-        except KeyboardInterrupt:  # the workers' runs got the Ctrl-C too and stop at their next step
-            stop.set()  # runs already handed to a worker's queue return without starting
-            pool.shutdown(cancel_futures=True)  # the rest are never handed out
-            raise
-    return sorted(lost)
+    lost = pool.run_in_processes(run_job, [(jobs[i], threads) for i in pending], workers,
+                                 lambda k, result: done(pending[k], result))
+    return [pending[k] for k in lost]
+
+
+# -- the entry points ----------------------------------------------------------------------------
+
+def run_experiment(experiment: Experiment, exp_dir: str | Path, *, jobs: int = 1, quiet: bool = False,
+                   baseline: Optional[str] = None) -> tuple[Path, list[dict[str, Any]], str]:
+    """Run (or resume) an experiment; returns (directory, one row per point, text table with the
+    verdicts: each point against `baseline`, a point's label, default the first)."""
+    exp_dir = Path(exp_dir)
+    execute(prepare_dir(experiment, exp_dir), workers=jobs, quiet=quiet)
+    rows = collect(exp_dir)
+    return exp_dir, rows, write_tables(exp_dir, rows, baseline)
+
+
+def compare(models: Sequence[str], base: RunConfig, *, out: str | Path = "runs", repeats: int = DEFAULT_REPEATS,
+            jobs: int = 1, exp_dir: Optional[str | Path] = None, quiet: bool = False,
+            baseline: Optional[str] = None) -> tuple[Path, list[dict[str, Any]], str]:
+    """Train each model with the same budget (data, epochs, optimiser) over `repeats` seeds: the base
+    config; returns (experiment dir, rows, printed table and verdicts against `baseline`, default
+    the first model)."""
+    name = f"compare-{runs.slug(base.dataset)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    experiment = build_experiment({"name": name, "kind": "compare", "base": base.model_dump(),
+                                   "zip": {"model": list(models)}, "repeats": repeats})
+    return run_experiment(experiment, Path(exp_dir or Path(out) / name), jobs=jobs, quiet=quiet,
+                          baseline=baseline)

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import RunConfig, _field_error, make_config, parse_override, read_yaml
+from ..config import DEFAULT_REPEATS, RunConfig, _field_error, make_config, parse_override, read_yaml
 from ..errors import ConfigError
 from ..models import resolve_spec
 
@@ -30,7 +30,7 @@ class ExperimentSpec(BaseModel):
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     zip: dict[str, list[Any]] = Field(default_factory=dict)
-    repeats: int = Field(1, ge=1, le=1000)
+    repeats: int = Field(DEFAULT_REPEATS, ge=1, le=1000)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """Build an MLP or CNN classifier (raw logits) from a ModelSpec.
 
-The flattened size comes from shape arithmetic over the layers, never typed by hand.
+The flattened size comes from shape arithmetic over the layers, never typed by hand; the same
+arithmetic counts the parameters first, so a spec too large for this machine is refused before
+anything is allocated (check_size).
 """
 from __future__ import annotations
 
 import math
 import operator
+import os
 from collections import OrderedDict
 from typing import Callable
 
@@ -22,6 +25,8 @@ POOL_LAYERS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPoo
 # activation then touches a quarter of the values (same outputs and gradients; LeNet's epoch on
 # CPU 9.8 -> 8.3 s, benchmarks/README.md). GELU dips below zero, so it keeps the textbook order.
 POOL_COMMUTES = frozenset({"relu", "sigmoid", "tanh"})
+MAX_PARAMETERS = 2_000_000_000  # fixed cap: 8 GB of float32 weights (training holds ~4x: grads, Adam)
+RAM_SHARE = 0.25  # ... and the weights may take at most this share of the machine's memory
 
 
 class Classifier(nn.Sequential):
@@ -39,9 +44,12 @@ class Classifier(nn.Sequential):
 
 
 def build_model(spec: ModelSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> Classifier:
-    """An MLP or CNN for inputs of shape (C, H, W) giving (B, num_classes) logits."""
+    """An MLP or CNN for inputs of shape (C, H, W) giving (B, num_classes) logits.
+
+    Raises SpecError, before allocating anything, for a model over the parameter limit (check_size)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     shape = _check_input(input_shape, num_classes)
+    check_size(spec, shape, num_classes)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if spec.kind == "cnn":
         c, h, w = _add_convs(layers, spec, shape)
@@ -53,6 +61,62 @@ def build_model(spec: ModelSpec | str, input_shape: tuple[int, int, int], num_cl
                               names=("fc{}", "bn{}", "act{}", "drop{}"))
     layers["head"] = nn.Linear(features, num_classes)
     return Classifier(layers, spec.to_string(), shape, num_classes)
+
+
+def count_spec_parameters(spec: ModelSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    """The parameters build_model would create (weights, biases, batch-norm scales and shifts),
+    by arithmetic on the spec and input shape: nothing is allocated."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    shape = _check_input(input_shape, num_classes)
+    total, bn = 0, 2 * spec.batch_norm  # a batch norm has a scale and a shift per channel
+    if spec.kind == "cnn":
+        k = spec.kernel_size
+        plan = _conv_plan(spec, shape)
+        for c, width, _ in plan:
+            total += c * width * k * k + width + bn * width
+        c, h, w = plan[-1][2]
+        features, widths, bn = c * h * w, spec.fc, 0  # the dense layers after convs have no batch norm
+    else:
+        features, widths = math.prod(shape), spec.widths
+    for width in widths:
+        total += features * width + width + bn * width
+        features = width
+    return total + features * num_classes + num_classes
+
+
+def parameter_limit() -> tuple[int, str]:
+    """(the most parameters build_model accepts, why): MAX_PARAMETERS, or fewer where RAM_SHARE of
+    this machine's physical memory holds fewer float32 weights."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on this system: the fixed cap alone
+        memory = 0
+    by_memory = int(RAM_SHARE * memory) // 4
+    if 0 < by_memory < MAX_PARAMETERS:
+        return by_memory, (f"{RAM_SHARE:.0%} of this machine's {_bytes(memory)} of memory as float32 "
+                           f"weights: {by_memory:.1e} parameters")
+    return MAX_PARAMETERS, f"{MAX_PARAMETERS:.0e} parameters ({_bytes(4 * MAX_PARAMETERS)} of float32; a fixed cap)"
+
+
+def check_size(spec: ModelSpec | str, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    """The model's parameter count, or SpecError when it is over parameter_limit()."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    params = count_spec_parameters(spec, input_shape, num_classes)
+    limit, why = parameter_limit()
+    if params > limit:
+        shape = "x".join(map(str, input_shape))
+        raise SpecError(f"model spec {spec.to_string()[:100]!r} on {shape} input with {num_classes} classes has "
+                        f"{params:.1e} parameters ({_bytes(4 * params)} of float32); the limit is {why}")
+    return params
+
+
+def _bytes(n: float) -> str:
+    """1.2 GB, 290 TB (decimal units, as in the limit's message)."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
 
 
 def _check_input(input_shape: tuple[int, int, int], num_classes: int) -> tuple[int, int, int]:
@@ -67,14 +131,30 @@ def _check_input(input_shape: tuple[int, int, int], num_classes: int) -> tuple[i
     return shape  # type: ignore[return-value]
 
 
-def _add_convs(layers: OrderedDict[str, nn.Module], spec: ModelSpec,
-               shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Append conv[-bn]-act[-pool] blocks (max pool before a monotonic act); return the output (C, H, W)."""
+def _conv_plan(spec: ModelSpec, shape: tuple[int, int, int]
+               ) -> list[tuple[int, int, tuple[int, int, int]]]:
+    """Per conv block: (in channels, out channels, output (C, H, W) after its pool); SpecError
+    when a layer would leave nothing."""
     c, h, w = shape
     k = spec.kernel_size
     pad = k // 2 if spec.padding is None else spec.padding
+    plan = []
     for i, width in enumerate(spec.widths, 1):
         h, w = _shrink(spec, shape, f"conv{i}", h, w, lambda n: n + 2 * pad - k + 1)
+        if spec.pool != "none":
+            h, w = _shrink(spec, shape, f"pool{i}", h, w, lambda n: n // spec.pool_size)
+        plan.append((c, width, (width, h, w)))
+        c = width
+    return plan
+
+
+def _add_convs(layers: OrderedDict[str, nn.Module], spec: ModelSpec,
+               shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Append conv[-bn]-act[-pool] blocks (max pool before a monotonic act); return the output (C, H, W)."""
+    k = spec.kernel_size
+    pad = k // 2 if spec.padding is None else spec.padding
+    plan = _conv_plan(spec, shape)
+    for i, (c, width, _) in enumerate(plan, 1):
         layers[f"conv{i}"] = nn.Conv2d(c, width, k, padding=pad)
         if spec.batch_norm:
             layers[f"bn{i}"] = nn.BatchNorm2d(width)
@@ -82,14 +162,12 @@ def _add_convs(layers: OrderedDict[str, nn.Module], spec: ModelSpec,
         if spec.pool == "none":
             layers[f"act{i}"] = act
         else:
-            h, w = _shrink(spec, shape, f"pool{i}", h, w, lambda n: n // spec.pool_size)
             pool = POOL_LAYERS[spec.pool](spec.pool_size)  # stride = window
             if spec.pool == "max" and spec.activation in POOL_COMMUTES:
                 layers[f"pool{i}"], layers[f"act{i}"] = pool, act
             else:
                 layers[f"act{i}"], layers[f"pool{i}"] = act, pool
-        c = width
-    return c, h, w
+    return plan[-1][2]
 
 
 def _shrink(spec: ModelSpec, shape: tuple[int, ...], layer: str, h: int, w: int,

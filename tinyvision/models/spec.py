@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import SpecError
+from ..yamlfile import clip
 
 KINDS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
@@ -49,7 +50,7 @@ class ModelSpec:
             try:
                 object.__setattr__(self, f.name, _CHECKS[f.name](value))
             except _Invalid as e:
-                raise SpecError(f"ModelSpec field {f.name!r} = {value!r}: {e}") from None
+                raise SpecError(f"ModelSpec field {f.name!r} = {clip(value, 80)}: {e}") from None
         problem = _combination_problem(self)
         if problem:
             raise SpecError(f"ModelSpec field {problem[0]!r}: {problem[1]}")
@@ -91,11 +92,11 @@ class ModelSpec:
 def parse_spec(text: str) -> ModelSpec:
     """Parse e.g. "mlp:300/sigmoid" or "cnn:20-50/k5/p0/fc500"; errors point at the bad token."""
     if not isinstance(text, str):
-        raise SpecError(f"model spec must be a string, got {text!r}")
+        raise SpecError(f"model spec must be a string, got {clip(text)}")
     text = text.strip()
     kind, colon, body = text.partition(":")
     if not colon:
-        raise SpecError(f"model spec {text!r}: expected '<kind>:<widths>[/<option>...]', {EXAMPLE}")
+        raise SpecError(f"model spec {clip(text)}: expected '<kind>:<widths>[/<option>...]', {EXAMPLE}")
     widths, *options = body.split("/")
     token = kind
     try:
@@ -112,11 +113,11 @@ def parse_spec(text: str) -> ModelSpec:
         if fields.get("padding") is None and fields.get("kernel_size", 3) % 2 == 0:
             raise _Invalid("'same' padding needs an odd kernel size; add p<int> or valid")
     except _Invalid as e:
-        raise SpecError(f"model spec {text!r}: token {token!r}: {e}") from None
+        raise SpecError(f"model spec {clip(text)}: token {clip(token, 60)}: {e}") from None
     try:
         return ModelSpec(**fields)
     except SpecError as e:  # not expected: the tokens were checked above
-        raise SpecError(f"model spec {text!r}: {e}") from None
+        raise SpecError(f"model spec {clip(text)}: {e}") from None
 
 
 def _parse_widths(kind: str, text: str) -> tuple[int, ...]:
@@ -156,13 +157,15 @@ def _option_value(token: str) -> tuple[str, Any]:
 
 def _float(text: str) -> float:
     if not _FLOAT.fullmatch(text):
-        raise _Invalid(f"dropout {text!r} is not a number, e.g. drop0.5")
+        raise _Invalid(f"dropout {clip(text, 40)} is not a number, e.g. drop0.5")
     return float(text)
 
 
 def _int(text: str, label: str) -> int:
     if not text.isdigit() or not text.isascii():
-        raise _Invalid(f"{label} {text!r} is not a whole number")
+        raise _Invalid(f"{label} {clip(text, 40)} is not a whole number")
+    if len(text) > 30:  # int() refuses 4,300+ digits; nothing buildable has 30
+        raise _Invalid(f"{label} {clip(text, 40)} is too large")
     return int(text)
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from ..tables import dims, label, num, to_text
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -91,24 +94,37 @@ def _macs(module: nn.Module, out: torch.Tensor | None) -> int:
     return 0
 
 
+def summary_rows(summary: ModelSummary) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(one row per layer, the totals row): name, kind, output (text), params, macs; shared by
+    the terminal table here and the report's layer table."""
+    rows = [{"name": r.name, "kind": r.kind, "output": dims(r.output_shape), "params": r.params,
+             "macs": r.macs} for r in summary.rows]
+    total = {"name": "total", "kind": "", "output": dims(summary.input_shape) + " in",
+             "params": summary.params, "macs": summary.macs}
+    return rows, total
+
+
 def format_summary(summary: ModelSummary) -> str:
     """An aligned text table (layer, kind, output shape, params, MACs) with a totals line."""
-    header = ("layer", "kind", "output", "params", "MACs")
-    body = [(r.name, r.kind, _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}") for r in summary.rows]
-    total = ("total", "", _shape(summary.input_shape) + " in", f"{summary.params:,}", f"{summary.macs:,}")
-    table = [header, *body, total]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-
-    def line(row: tuple[str, ...]) -> str:  # text columns left-aligned, numbers right-aligned
-        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        return "  ".join(cells).rstrip()
-
-    rule = "-" * len(line(tuple("x" * w for w in widths)))
-    lines = [line(header), rule, *map(line, body), rule, line(total)]
+    columns = [("name", "layer", label), ("kind", "kind", label), ("output", "output", label),
+               ("params", "params", num), ("macs", "MACs", num)]
+    rows, total = summary_rows(summary)
+    text = to_text(rows, columns, footer=[total])
     if summary.trainable_params != summary.params:
-        lines.append(f"trainable params: {summary.trainable_params:,}")
-    return "\n".join(lines)
+        text += f"\ntrainable params: {summary.trainable_params:,}"
+    return text
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape)) or "-"
+def summary_record(summary: ModelSummary) -> dict[str, Any]:
+    """The summary as plain JSON data (result.json keeps it, so reports need not rebuild the model)."""
+    return {"input_shape": list(summary.input_shape), "params": summary.params,
+            "trainable_params": summary.trainable_params, "macs": summary.macs,
+            "rows": [[r.name, r.kind, list(r.output_shape), r.params, r.macs] for r in summary.rows]}
+
+
+def summary_from_record(record: dict[str, Any]) -> ModelSummary:
+    """The inverse of summary_record."""
+    rows = tuple(LayerRow(str(name), str(kind), tuple(int(d) for d in shape), int(params), int(macs))
+                 for name, kind, shape, params, macs in record["rows"])
+    return ModelSummary(tuple(int(d) for d in record["input_shape"]), rows, int(record["params"]),
+                        int(record["trainable_params"]), int(record["macs"]))

@@ -1,8 +1,14 @@
 """write_report: a run or an experiment directory -> report.html (self-contained) and report.md
-(with its plots as PNG files in plots/). Reports only read what the directories hold, except the
-prediction grids, which re-run the saved model on the test split."""
+(with its plots as PNG files in plots/). Reports only read what the directories hold.
+
+A file the report needs that cannot be read (metrics.csv, predictions.safetensors, config.yaml)
+leaves its section out with a note; write_report then raises IncompleteReport after writing,
+unless partial=True (the problems are then logged as warnings on `tinyvision.report.build`).
+"""
 from __future__ import annotations
 
+import csv
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -10,33 +16,50 @@ from typing import Any
 from .. import runs
 from ..checkpoint import atomic_write
 from ..errors import DataError, TinyVisionError
-from ..inference import load_model
-from ..models.summary import summarize
+from ..models.summary import summary_from_record
+from ..evaluate import confident_mistakes
+from ..experiments.results import collect, compare_points
 from . import tables
 from .document import Code, Document, Heading, Text, render_markdown
-from .grids import confident_mistakes, plot_confusion, plot_prediction_grid
+from .grids import plot_confusion, plot_prediction_grid
 from .html import render_html
 from .load import (MANIFEST, ExperimentRecord, PointRecord, RunRecord, is_experiment, point_stat, predict_test,
-                   read_experiment, read_run)
-from .plots import (is_numeric, metric_label, plot_comparison, plot_learning_curves, plot_sweep_curves,
+                   read_experiment)
+from .plots import (is_numeric, metric_label, plot_comparison, plot_comparison_curves, plot_learning_curves,
+                    plot_sweep_curves,
                     plot_sweep_final)
 
 HTML, MARKDOWN, PLOTS = "report.html", "report.md", "plots"
+log = logging.getLogger(__name__)
+_UNREADABLE = (OSError, ValueError, UnicodeDecodeError, csv.Error)  # a damaged text file
+
+
+class IncompleteReport(DataError):
+    """The report was written, but without what some unreadable file holds (exit code 1)."""
 
 
 def write_report(path: str | Path, *, metric: str = "accuracy", grid: int = 32,
-                 mistakes: int = 16) -> tuple[Path, Path]:
+                 mistakes: int = 16, partial: bool = False) -> tuple[Path, Path]:
     """Write report.html and report.md (+ plots/*.png) into a run or experiment directory.
 
     metric: "accuracy" or "error" for the curves; grid / mistakes: how many test images to show.
-    Returns (html path, markdown path).
+    Returns (html path, markdown path). When a file it needs cannot be read (metrics.csv,
+    predictions.safetensors, config.yaml), the report is written without that section and
+    IncompleteReport is raised naming the file, unless partial=True: then each problem is a
+    warning on this module's logger. An unreadable result.json or manifest.json is a DataError.
     """
     path = Path(path)
     metric_label(metric)  # validates the name before any work
+    problems: list[str] = []
     if is_experiment(path):
-        doc = experiment_document(read_experiment(path), metric=metric)
+        try:
+            doc = experiment_document(read_experiment(path), metric=metric)
+        except _UNREADABLE as exc:
+            raise DataError(f"{path}: a run's files cannot be read ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:150]})") from None
     elif (path / runs.CONFIG).exists() or (path / runs.RESULT).exists():
-        doc = run_document(read_run(path), metric=metric, grid=grid, mistakes=mistakes)
+        doc = run_document(_read_run(path, problems), metric=metric, grid=grid, mistakes=mistakes,
+                           problems=problems)
     else:
         raise DataError(f"{path}: neither a run directory (no {runs.CONFIG}) nor an experiment (no {MANIFEST})")
     (path / PLOTS).mkdir(exist_ok=True)
@@ -44,16 +67,40 @@ def write_report(path: str | Path, *, metric: str = "accuracy", grid: int = 32,
         atomic_write(path / PLOTS / f"{plot.name}.png", plot.png)
     atomic_write(path / MARKDOWN, render_markdown(doc, PLOTS))
     atomic_write(path / HTML, render_html(doc))
+    if problems and not partial:
+        raise IncompleteReport(f"{path / HTML} written without its {'; '.join(problems)}; "
+                               "--partial (partial=True) accepts a partial report")
+    for problem in problems:
+        log.warning(f"{path / HTML} is partial: without its {problem}")
     return path / HTML, path / MARKDOWN
+
+
+def _read_run(path: Path, problems: list[str]) -> RunRecord:
+    """read_run, but a damaged metrics.csv is a problem (no curves), not the end of the report;
+    a damaged result.json is a DataError."""
+    try:
+        result = runs.read_result(path) or {}
+    except _UNREADABLE as exc:
+        raise DataError(f"{path / runs.RESULT}: cannot be read ({type(exc).__name__})") from None
+    try:
+        metrics = runs.read_metrics(path)
+    except _UNREADABLE as exc:
+        problems.append(f"learning curves ({path / runs.METRICS} cannot be read: {type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:120]})")
+        metrics = []
+    return RunRecord(path, metrics, result, result.get("seed"))
 
 
 # -- one run -----------------------------------------------------------------------------------
 
-def run_document(run: RunRecord, *, metric: str = "accuracy", grid: int = 32, mistakes: int = 16) -> Document:
+def run_document(run: RunRecord, *, metric: str = "accuracy", grid: int = 32, mistakes: int = 16,
+                 problems: list[str] | None = None) -> Document:
+    """The run's report; each file it cannot read is appended to `problems` (and noted in it)."""
+    problems = [] if problems is None else problems
     result = run.result
     name = " / ".join(str(result[k]) for k in ("dataset", "model") if result.get(k)) or run.dir.name
     doc = Document(f"Run report: {name}")
-    grids = "; the prediction grids re-run its saved model on the test split" if run.completed else ""
+    grids = f" and the test predictions it wrote ({runs.PREDICTIONS})" if run.completed else ""
     doc.add(Text(f"Run directory: {run.dir.name} (status: {run.status}). Numbers are read from its "
                  f"{runs.METRICS} and {runs.RESULT}{grids}."))
     if not run.completed:
@@ -63,16 +110,27 @@ def run_document(run: RunRecord, *, metric: str = "accuracy", grid: int = 32, mi
     _curves_section(doc, run, metric)
     if result.get("test"):
         _test_section(doc, result)
-        _predictions_section(doc, run, grid, mistakes)
-    _model_section(doc, run)
-    config = run.dir / runs.CONFIG
-    if config.exists():
-        doc.add(Heading("Configuration"), Text(f"The resolved {runs.CONFIG}; re-run it with: "
-                                               f"tinyvision train --config {runs.CONFIG}"), Code(config.read_text()))
+        _predictions_section(doc, run, grid, mistakes, problems)
+    _model_section(doc, run, problems)
+    _config_section(doc, run, problems)
     versions = tables.versions_table(result)
     if versions:
         doc.add(Heading("Environment"), versions)
     return doc
+
+
+def _config_section(doc: Document, run: RunRecord, problems: list[str]) -> None:
+    config = run.dir / runs.CONFIG
+    if not config.exists():
+        return
+    try:
+        text = config.read_text()
+    except _UNREADABLE as exc:
+        problems.append(f"configuration ({config} cannot be read: {type(exc).__name__})")
+        doc.add(Heading("Configuration"), Text(f"{runs.CONFIG} cannot be read ({type(exc).__name__}).", note=True))
+        return
+    doc.add(Heading("Configuration"), Text(f"The resolved {runs.CONFIG}; re-run it with: "
+                                           f"tinyvision train --config {runs.CONFIG}"), Code(text))
 
 
 def _curves_section(doc: Document, run: RunRecord, metric: str) -> None:
@@ -107,23 +165,25 @@ def _test_section(doc: Document, result: dict[str, Any]) -> None:
             doc.add(table)
 
 
-def _predictions_section(doc: Document, run: RunRecord, grid: int, mistakes: int) -> None:
+def _predictions_section(doc: Document, run: RunRecord, grid: int, mistakes: int,
+                         problems: list[str]) -> None:
     doc.add(Heading("Predictions"))
     try:
         pred = predict_test(run.dir)
     except TinyVisionError as exc:
         doc.add(Text(f"Prediction grids skipped: {exc}", note=True))
+        problems.append(f"prediction grids ({exc})")
         return
-    n = min(grid, len(pred.labels))
+    n = min(grid, len(pred.labels), runs.GALLERY)
     if n:
         wrong = int((pred.predicted[:n] != pred.labels[:n]).sum())
-        doc.plot("predictions", plot_prediction_grid(pred.images[:n], pred.labels[:n], pred.predicted[:n],
+        doc.plot("predictions", plot_prediction_grid(pred.gallery(list(range(n))), pred.labels[:n], pred.predicted[:n],
                                                      pred.classes, title=f"First {n} test images"),
                  f"The first {n} test images with predicted and true class; {wrong} mistakes, in red.")
-    idx = confident_mistakes(pred.probs, pred.labels, mistakes)
+    idx = confident_mistakes(pred.probs, pred.labels, min(mistakes, runs.GALLERY))
     if idx:
         conf = pred.probs.max(dim=1).values
-        doc.plot("mistakes", plot_prediction_grid(pred.images[idx], pred.labels[idx], pred.predicted[idx],
+        doc.plot("mistakes", plot_prediction_grid(pred.gallery(idx), pred.labels[idx], pred.predicted[idx],
                                                   pred.classes, confidence=conf[idx],
                                                   title="Most confident mistakes"),
                  f"The {len(idx)} wrongly classified test images the model was most sure of "
@@ -132,16 +192,18 @@ def _predictions_section(doc: Document, run: RunRecord, grid: int, mistakes: int
         doc.add(Text("No test image is misclassified."))
 
 
-def _model_section(doc: Document, run: RunRecord) -> None:
-    if not (run.dir / runs.WEIGHTS).exists():
-        return
+def _model_section(doc: Document, run: RunRecord, problems: list[str]) -> None:
+    if not run.result.get("layers"):
+        return  # a run that has not ended, or one written before tinyvision 0.2
     try:
-        loaded = load_model(run.dir)
-    except TinyVisionError as exc:
-        doc.add(Heading("Model"), Text(f"Model table skipped: {exc}", note=True))
+        summary = summary_from_record(run.result["layers"])
+    except (KeyError, TypeError, ValueError) as exc:
+        doc.add(Heading("Model"), Text(f"Model table skipped: {runs.RESULT} has no valid layer table ({exc})",
+                                       note=True))
+        problems.append(f"model table ({run.dir / runs.RESULT} has a damaged layer table: {type(exc).__name__})")
         return
-    summary = summarize(loaded.model, tuple(loaded.meta["input_shape"]))
-    doc.add(Heading("Model"), Text(f"Spec: {loaded.meta['spec']}; input {loaded.meta['input_shape']} (C, H, W); "
+    shape = list(summary.input_shape)
+    doc.add(Heading("Model"), Text(f"Spec: {run.result.get('spec')}; input {shape} (C, H, W); "
                                    "MACs are multiply-accumulates per image."), tables.layer_table(summary))
 
 
@@ -159,6 +221,7 @@ def experiment_document(exp: ExperimentRecord, *, metric: str = "accuracy") -> D
         doc.add(Text(f"{plural(len(exp.skipped), 'run')} {verb} not completed and left out of every number "
                      f"and plot: {listed}.", note=True))
     doc.add(Heading("Results"), tables.points_table(exp, metric))
+    _differences(doc, exp)
     ready = [p for p in exp.points if p.completed]
     if not ready:
         doc.add(Text("No completed runs yet: nothing to plot.", note=True))
@@ -169,11 +232,33 @@ def experiment_document(exp: ExperimentRecord, *, metric: str = "accuracy") -> D
     return doc
 
 
+def _differences(doc: Document, exp: ExperimentRecord) -> None:
+    """Each point against the reference (the one results.csv marks, else the first): the verdicts."""
+    rows = collect(exp.dir)
+    reference = next((str(r["label"]) for r in _results_csv(exp.dir) if r.get("verdict_test_accuracy") == "reference"),
+                     None)
+    comparisons = compare_points(rows, reference if reference in {str(r["label"]) for r in rows} else None)
+    if comparisons is not None:
+        doc.add(Heading("Differences"), Text(comparisons.heading()), *[Text(s) for s in comparisons.sentences()])
+
+
+def _results_csv(exp_dir: Path) -> list[dict[str, str]]:
+    try:
+        with (exp_dir / "results.csv").open(newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, csv.Error):
+        return []
+
+
 def _experiment_plots(doc: Document, exp: ExperimentRecord, metric: str) -> None:
     ordered = exp.kind == "sweep"
     if exp.kind == "compare":
         doc.plot("comparison", plot_comparison(exp.points, metric=metric),
-                 f"Test {metric} against parameter count (log scale); bars: ±1 std over seeds.")
+                 f"Test {metric} against parameter count (log scale); bars: 95% confidence interval of the "
+                 "mean over seeds (Student t), dots: single seeds.")
+        doc.plot("comparison_curves", plot_comparison_curves(exp.points, metric=metric),
+                 "Per model: validation (solid) and training (dashed) per epoch, mean ± 1 std band over seeds; "
+                 "dotted: the mean test result.")
     elif exp.axes:
         axis = main_axis(exp)
         doc.plot("sweep_final", plot_sweep_final(exp.points, axis, others=exp.axes, metric=metric),

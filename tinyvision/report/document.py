@@ -3,18 +3,16 @@ and to HTML in html.py, so both files always say the same thing."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Sequence, Union
 
 from matplotlib.figure import Figure
 
+from .. import tables
+from ..tables import Column, label, md_escape
 from .plots import figure_png
 
-Column = tuple[str, str, Callable[[Any], str]]  # (key, header, formatter), as in tinyvision.tables
-
-
-def label(value: Any) -> str:
-    """Formatter for names (classes, points, layers): always left-aligned, even "3"."""
-    return "-" if value is None else str(value)
+__all__ = ["Block", "Code", "Column", "Document", "Heading", "Plot", "Table", "Text", "label",
+           "markdown_table", "render_markdown"]
 
 
 @dataclass
@@ -36,14 +34,11 @@ class Table:
     caption: str = ""
 
     def cells(self) -> list[list[str]]:
-        return [[fmt(row.get(key)) for key, _, fmt in self.columns] for row in self.rows]
+        return tables.cells(self.rows, self.columns)
 
     def numeric(self) -> list[bool]:
-        """Per column: right-align when every filled cell is a number (never the first or a label column)."""
-        cols = list(zip(*self.cells())) or [()] * len(self.columns)
-        filled = [[c for c in col if c not in ("", "-")] for col in cols]
-        return [i > 0 and fmt is not label and bool(cells) and all(map(is_number, cells))
-                for i, ((_, _, fmt), cells) in enumerate(zip(self.columns, filled))]
+        """Per column: whether it is right-aligned (tables.right_aligned)."""
+        return tables.right_aligned(self.columns, self.cells())
 
     @property
     def headers(self) -> list[str]:
@@ -83,38 +78,24 @@ class Document:
         return [b for b in self.blocks if isinstance(b, Plot)]
 
 
-def is_number(cell: str) -> bool:
-    """"1,234", "95.20%", "0.12 ± 0.01", "-3e-4": a number with optional grouping, unit or spread."""
-    stripped = cell.replace(",", "").replace("%", "").replace("±", "").replace(" ", "")
-    return any(c.isdigit() for c in stripped) and all(c.isdigit() or c in ".-+e" for c in stripped)
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_") \
-        .replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
-
-
 def markdown_table(table: Table) -> str:
-    lines = ["| " + " | ".join(map(_md_escape, table.headers)) + " |",
-             "|" + "|".join("---:" if right else ":---" for right in table.numeric()) + "|"]
-    lines += ["| " + " | ".join(map(_md_escape, row)) + " |" for row in table.cells()]
-    return "\n".join(lines)
+    return tables.to_markdown(table.rows, table.columns)
 
 
 def render_markdown(doc: Document, plot_dir: str = "plots") -> str:
     """The document as Markdown; each plot is referenced as plot_dir/NAME.png (written by the caller)."""
-    out = [f"# {_md_escape(doc.title)}"]
+    out = [f"# {md_escape(doc.title)}"]
     for block in doc.blocks:
         if isinstance(block, Heading):
-            out.append(f"{'#' * block.level} {_md_escape(block.text)}")
+            out.append(f"{'#' * block.level} {md_escape(block.text)}")
         elif isinstance(block, Text):
-            out.append(f"> **Note:** {_md_escape(block.text)}" if block.note else _md_escape(block.text))
+            out.append(f"> **Note:** {md_escape(block.text)}" if block.note else md_escape(block.text))
         elif isinstance(block, Table):
-            out.append((f"*{_md_escape(block.caption)}*\n\n" if block.caption else "") + markdown_table(block))
+            out.append((f"*{md_escape(block.caption)}*\n\n" if block.caption else "") + markdown_table(block))
         elif isinstance(block, Plot):
             out.append(f"![{block.name.replace('_', ' ')}]({plot_dir}/{block.name}.png)")
             if block.caption:
-                out.append(f"*{_md_escape(block.caption)}*")
+                out.append(f"*{md_escape(block.caption)}*")
         elif isinstance(block, Code):
             fence = "````" if "```" in block.text else "```"
             out.append(f"{fence}\n{block.text.rstrip()}\n{fence}")

@@ -104,9 +104,3 @@ def plot_prediction_grid(images: torch.Tensor | np.ndarray, labels: Sequence[int
     return fig
 
 
-def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16) -> list[int]:
-    """Indices of the k wrongly classified images with the highest predicted-class probability."""
-    conf, pred = probs.max(dim=1)
-    wrong = (pred != labels).nonzero().flatten()
-    order = conf[wrong].argsort(descending=True)[:k]
-    return wrong[order].tolist()

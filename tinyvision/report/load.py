@@ -1,7 +1,5 @@
-"""Read run and experiment directories into plain records for plots and tables (read only).
-
-Also the one computation a report needs beyond the saved files: test-set predictions for the
-image grids, from the run's saved model and its dataset.
+"""Read run and experiment directories into plain records for plots and tables (read only:
+nothing here runs a model or loads a dataset; test predictions come from predictions.safetensors).
 """
 from __future__ import annotations
 
@@ -11,14 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
-
 from .. import runs
-from ..data.loader import DeviceLoader
 from ..errors import DataError
-from ..evaluate import predict_loader
-from ..inference import load_model
-from ..pipeline import load_data
+from ..runs import TestPredictions
+from ..stats import Summary, summarize
 
 MANIFEST = "manifest.json"
 
@@ -53,6 +47,11 @@ class PointRecord:
     @property
     def completed(self) -> list[RunRecord]:
         return [r for r in self.runs if r.completed]
+
+    @property
+    def name(self) -> str:
+        """The varied value when one field varies ("digits-cnn"), else the label ("lr=0.1, wd=0")."""
+        return str(next(iter(self.values.values()))) if len(self.values) == 1 else self.label
 
 
 @dataclass
@@ -112,12 +111,18 @@ def get(result: dict[str, Any], path: str) -> Optional[float]:
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value). NaN when empty."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
+    summary = summarize(values)
+    return summary.mean, (0.0 if summary.n == 1 else summary.std)
+
+
+def point_values(point: PointRecord, path: str) -> list[float]:
+    """A result number of each of the point's completed runs (those that have it)."""
+    return [v for r in point.completed if (v := get(r.result, path)) is not None]
+
+
+def point_summary(point: PointRecord, path: str) -> Summary:
+    """n, mean, std and 95% CI of a result number over the point's completed runs."""
+    return summarize(point_values(point, path))
 
 
 def point_stat(point: PointRecord, path: str) -> tuple[float, float, int]:
@@ -126,23 +131,6 @@ def point_stat(point: PointRecord, path: str) -> tuple[float, float, int]:
     return (*mean_std(values), len(values))
 
 
-@dataclass
-class TestPredictions:
-    images: torch.Tensor  # (N,C,H,W) raw pixels, CPU
-    labels: torch.Tensor  # (N,)
-    probs: torch.Tensor  # (N,K) softmax probabilities
-    classes: tuple[str, ...]
-
-    @property
-    def predicted(self) -> torch.Tensor:
-        return self.probs.argmax(dim=1)
-
-
 def predict_test(run_dir: str | Path) -> TestPredictions:
-    """Re-run the saved model on its test split (on the CPU, with the run's own TTA setting)."""
-    cfg = runs.read_config(run_dir)
-    loaded = load_model(run_dir)
-    data = load_data(cfg)
-    loader = DeviceLoader(data.test, cfg.eval_batch_size, device="cpu", norm=loaded.norm)
-    pred = predict_loader(loaded.model, loader, tta=cfg.tta, flip=cfg.flips, precision=cfg.precision)
-    return TestPredictions(data.test.images, pred.labels, pred.probs, tuple(data.classes))
+    """The test-set predictions the run wrote when it ended (with its own TTA, device and layout)."""
+    return runs.read_predictions(run_dir)

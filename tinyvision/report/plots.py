@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from ..errors import TinyVisionError
-from .load import PointRecord, get, mean_std, point_stat
+from .load import PointRecord, get, mean_std, point_stat, point_summary
 
 METRICS = ("accuracy", "error")
 LOSS_LABEL = "loss (NLL, nats)"
@@ -212,25 +212,85 @@ def _errorbar_with_seeds(ax, xs: list, points: list[PointRecord], path: str, lab
             ax.scatter([x] * len(seeds), seeds, color=color, s=10, alpha=0.5)
 
 
+MIN_SPAN = 5.0  # percentage points: a comparison's y axis never shows less (no 0.4-point zoom)
+
+
 def plot_comparison(points: Sequence[PointRecord], *, metric: str = "accuracy",
                     title: str = "Test result vs model size") -> Figure:
-    """Test metric (mean ± 1 std over seeds) against parameter count, log x, one labelled dot per point."""
+    """Test metric against parameter count (log x): one dot per point at its mean over seeds with a
+    95% confidence-interval bar (Student t; none for a single seed), seeds as faint dots. The y axis
+    spans at least MIN_SPAN points and says where it starts when that is not 0."""
     ylabel = metric_label(metric)
     points = [p for p in points if p.completed]
     fig, (ax,) = new_figure(8.5, 4.5)
     for point, color in zip(points, _colors(len(points), ordered=False)):
         params, _, _ = point_stat(point, "params")
-        mean, std, _ = point_stat(point, f"test.{metric}")
-        if math.isnan(params) or math.isnan(mean):
+        summary = point_summary(point, f"test.{metric}")
+        if math.isnan(params) or math.isnan(summary.mean):
             continue
-        ax.errorbar([params], [100 * mean], yerr=[100 * std], color=color, marker="o", capsize=3,
-                    label=point.label)
-        ax.annotate(point.label, (params, 100 * mean), xytext=(5, 5), textcoords="offset points", fontsize=8)
+        err = None if math.isnan(summary.half_width) else [100 * summary.half_width]
+        ax.errorbar([params], [100 * summary.mean], yerr=err, color=color, marker="o", capsize=4, label=point.name)
+        seeds = [100 * v for v in _seed_values(point, f"test.{metric}")]
+        if len(seeds) > 1:
+            ax.scatter([params] * len(seeds), seeds, color=color, s=10, alpha=0.4)
+        ax.annotate(point.name, (params, 100 * summary.mean), xytext=(6, 6), textcoords="offset points",
+                    fontsize=8, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: compact(v)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: compact(v) if str(round(v))[0] in "235" else ""))
     _style(ax, title, "parameters (count, log scale)", f"test {ylabel}")
     ax.margins(x=0.15, y=0.15)
-    if points:  # outside the axes: error bars are not avoided by loc="best"
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _keep_span(ax, MIN_SPAN)
+    if points:  # outside the axes: never over a label or an error bar
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  title="mean, 95% CI" if any(len(p.completed) > 1 for p in points) else None)
+    return fig
+
+
+def _seed_values(point: PointRecord, path: str) -> list[float]:
+    return [v for r in point.completed if (v := get(r.result, path)) is not None]
+
+
+def _keep_span(ax, span: float) -> None:
+    """Widen the y axis to at least `span` around its centre (within 0..100) and, where it does not
+    start at 0, say so in the plot: a small difference must not look like a large one."""
+    low, high = ax.get_ylim()
+    if high - low < span:
+        centre = (low + high) / 2
+        low, high = max(0.0, centre - span / 2), min(100.0, centre + span / 2)
+        low, high = (high - span, high) if high == 100.0 else (low, low + span)
+        ax.set_ylim(low, high)
+    if low > 0:
+        ax.text(0.01, 0.01, f"y axis starts at {low:.1f}%, not 0", transform=ax.transAxes, fontsize=8,
+                color="gray", ha="left", va="bottom")
+
+
+def plot_comparison_curves(points: Sequence[PointRecord], *, metric: str = "accuracy",
+                           title: str = "Learning curves per model (mean ± 1 std over seeds)") -> Figure:
+    """Per model: loss and accuracy (or error) per epoch, validation solid and train dashed, each a
+    mean ± 1 std band over seeds; the mean test result as a dotted line in the model's colour."""
+    ylabel = metric_label(metric)
+    points = [p for p in points if p.completed]
+    fig, (ax_loss, ax_acc) = new_figure(11, 4.4, ncols=2)
+    for point, color in zip(points, _colors(len(points), ordered=False)):
+        for ax, key, scale in ((ax_loss, "loss", 1.0), (ax_acc, metric, 100.0)):
+            for split, style in (("val", "-"), ("train", "--")):
+                epochs, mean, std, n = _mean_curve(point, f"{split}_{key}")
+                mean = [scale * m for m in mean]
+                ax.plot(epochs, mean, color=color, linestyle=style,
+                        label=f"{point.name} {'validation' if split == 'val' else 'train'}")
+                if n > 1:
+                    ax.fill_between(epochs, [m - scale * s for m, s in zip(mean, std)],
+                                    [m + scale * s for m, s in zip(mean, std)], color=color, alpha=0.15, linewidth=0)
+            test = point_summary(point, f"test.{key}" if key != "error" else "test.error")
+            if not math.isnan(test.mean):
+                ax.axhline(scale * test.mean, color=color, linestyle=":", linewidth=1.2,
+                           label=f"{point.name} test {scale * test.mean:.{2 if scale > 1 else 3}f}")
+    _style(ax_loss, "loss per epoch", "epoch", LOSS_LABEL)
+    _style(ax_acc, f"{metric} per epoch", "epoch", ylabel)
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if points:
+        ax_acc.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title)
     return fig

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from ..models.summary import ModelSummary
-from ..tables import num, pct, plain
-from .document import Table, label
-from .load import ExperimentRecord, RunRecord, get, point_stat
+from ..models.summary import ModelSummary, summary_rows
+from ..tables import label, mean_pm, num, pct, plain, secs, sig3, yes_no
+from .document import Table
+from .load import ExperimentRecord, RunRecord, get, point_stat, point_summary
 
 
-def _pm(mean: float, std: float, n: int, scale: float = 100.0, unit: str = "%", digits: int = 2) -> str:
-    if n == 0:
-        return "-"
-    text = f"{scale * mean:.{digits}f}{unit}"
-    return f"{text} ± {scale * std:.{digits}f}{unit}" if n > 1 else text
-
-
-def yes_no(value: Any) -> str:
-    return "-" if value is None else "yes" if value else "no"
-
-
-def seconds(value: Any) -> str:
-    return "-" if value is None else f"{value:.3g}"
+def _pair(mean: float, std: float, n: int) -> tuple[Optional[float], Optional[float]]:
+    """point_stat's (mean, std, n) as the (mean, std) pair that tables.mean_pm shows: no mean
+    without a run, no spread from a single run."""
+    return (mean if n else None, std if n > 1 else None)
 
 
 def run_summary_table(result: dict[str, Any], metrics: Sequence[dict[str, float]]) -> Table:
@@ -38,8 +29,8 @@ def run_summary_table(result: dict[str, Any], metrics: Sequence[dict[str, float]
         ("test loss (nats)", test.get("loss"), num), ("test accuracy", test.get("accuracy"), pct),
         ("test error", test.get("error"), pct), ("seed", result.get("seed"), plain),
         ("device", result.get("device"), plain), ("precision", result.get("precision"), plain),
-        ("mean epoch time (s, training only)", result.get("mean_epoch_seconds"), seconds),
-        ("total time (s, incl. data and test)", result.get("total_seconds"), seconds),
+        ("mean epoch time (s, training only)", result.get("mean_epoch_seconds"), sig3),
+        ("total time (s, incl. data and test)", result.get("total_seconds"), sig3),
     ]
     rows = [{"field": name, "value": fmt(value)} for name, value, fmt in fields if value is not None]
     return Table([("field", "field", plain), ("value", "value", plain)], rows)
@@ -47,19 +38,13 @@ def run_summary_table(result: dict[str, Any], metrics: Sequence[dict[str, float]
 
 def layer_table(summary: ModelSummary) -> Table:
     """One row per leaf layer in call order, and a total row (MACs per image)."""
-    rows = [{"name": r.name, "kind": r.kind, "output": _shape(r.output_shape), "params": r.params,
-             "macs": r.macs} for r in summary.rows]
-    rows.append({"name": "total", "kind": "", "output": _shape(summary.input_shape) + " in",
-                 "params": summary.params, "macs": summary.macs})
+    rows, total = summary_rows(summary)
+    rows.append(total)
     columns = [("name", "layer", label), ("kind", "kind", label), ("output", "output shape", label),
                ("params", "params", num), ("macs", "MACs", num)]
     caption = "" if summary.trainable_params == summary.params else \
         f"trainable parameters: {summary.trainable_params:,}"
     return Table(columns, rows, caption)
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape)) or "-"
 
 
 def per_class_table(result: dict[str, Any]) -> Optional[Table]:
@@ -95,21 +80,38 @@ def versions_table(result: dict[str, Any]) -> Optional[Table]:
     return Table([("name", "software", plain), ("value", "version", plain)], rows)
 
 
+def _ci(fmt) -> Any:
+    def show(pair: tuple[Optional[float], Optional[float]]) -> str:
+        return "-" if None in pair else f"{fmt(pair[0])} to {fmt(pair[1])}"
+    return show
+
+
+def _ci_pair(p, path: str) -> tuple[Optional[float], Optional[float]]:
+    s = point_summary(p, path)
+    return (None, None) if s.n < 2 else (s.ci_low, s.ci_high)
+
+
 def points_table(exp: ExperimentRecord, metric: str = "accuracy") -> Table:
-    """One row per point: completed/total runs, size, best validation and test metric (mean ± std)."""
+    """One row per point: n (completed/total runs), size, best validation and test metric and test
+    loss as mean ± std, and the 95% CI of the test numbers."""
     rows = []
     for p in exp.points:
         params, _, n_params = point_stat(p, "params")
         rows.append({"label": p.label, "runs": f"{len(p.completed)}/{len(p.runs)}",
                      "params": int(params) if n_params else None,
-                     "val": _pm(*point_stat(p, f"best_val.{metric}")),
-                     "test": _pm(*point_stat(p, f"test.{metric}")),
-                     "loss": _pm(*point_stat(p, "test.loss"), scale=1.0, unit="", digits=4),
-                     "seconds": _pm(*point_stat(p, "total_seconds"), scale=1.0, unit="", digits=1)})
-    columns = [("label", "point", label), ("runs", "completed runs", label), ("params", "params", num),
-               ("val", f"best val {metric}", plain), ("test", f"test {metric}", plain),
-               ("loss", "test loss (nats)", plain), ("seconds", "seconds per run", plain)]
-    return Table(columns, rows, "Mean ± 1 standard deviation (ddof=1) over completed seeds")
+                     "val": _pair(*point_stat(p, f"best_val.{metric}")),
+                     "test": _pair(*point_stat(p, f"test.{metric}")),
+                     "test_ci": _ci_pair(p, f"test.{metric}"),
+                     "loss": _pair(*point_stat(p, "test.loss")),
+                     "loss_ci": _ci_pair(p, "test.loss"),
+                     "seconds": _pair(*point_stat(p, "total_seconds"))})
+    columns = [("label", "point", label), ("runs", "n (completed runs)", label), ("params", "params", num),
+               ("val", f"best val {metric}", mean_pm(pct)), ("test", f"test {metric}", mean_pm(pct)),
+               ("test_ci", f"test {metric} 95% CI", _ci(pct)),
+               ("loss", "test loss (nats)", mean_pm(num)), ("loss_ci", "test loss 95% CI", _ci(num)),
+               ("seconds", "seconds per run", mean_pm(secs))]
+    return Table(columns, rows, "Mean ± 1 standard deviation (ddof=1) over completed seeds; 95% CI: Student t "
+                                "interval of the mean (needs 2 or more seeds)")
 
 
 def runs_table(exp: ExperimentRecord, metric: str = "accuracy") -> Table:

@@ -1,7 +1,8 @@
-"""The training loop: fit() runs epochs over device-resident batches with early stopping.
+"""The training loop: fit() runs epochs over device-resident batches with early stopping and
+returns why it stopped (an Outcome): finished, stopped early, interrupted, pruned or diverged.
 
 Losses and accuracies accumulate on the device and are read once per epoch. The best weights
-(lowest validation NLL) are always restored at the end, so they are the ones a caller evaluates.
+(lowest validation NLL) are restored at the end, so they are the ones a caller evaluates.
 """
 from __future__ import annotations
 
@@ -17,12 +18,22 @@ from torch import nn
 from .config import RunConfig
 from .data.loader import DeviceLoader
 from .evaluate import predict_loader
-from .optim import PER_STEP_SCHEDULES, FusedStep, current_lr
+from ._fused import FusedStep
+from .optim import PER_STEP_SCHEDULES, current_lr
 from .runtime import autocast, autocast_dtype
 
 
-class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+@dataclass(frozen=True)
+class Outcome:
+    """Why fit() returned. status is the run's status: "completed" (all epochs, or early stopping:
+    TrainState.stopped_early), "interrupted" (should_stop said so; resumable from this step),
+    "diverged" (a non-finite loss) or any status an on_epoch_end hook returns (e.g. "pruned")."""
+
+    status: str
+    reason: str = ""
+
+
+COMPLETED = Outcome("completed")
 
 
 @dataclass
@@ -48,14 +59,13 @@ class TrainState:
 class Hooks:
     """Optional callbacks: the run directory uses these to save metrics and checkpoints."""
 
-    on_epoch_end: Callable[[TrainState, dict], None] = lambda state, row: None
+    # after each epoch's bookkeeping; returning an Outcome ends training with it
+    on_epoch_end: Callable[[TrainState, dict], Optional[Outcome]] = lambda state, row: None
     should_stop: Callable[[], bool] = lambda: False  # polled after every step (Ctrl-C)
-    on_interrupt: Callable[[TrainState], None] = lambda state: None
     progress: Callable[[int, int], Callable[[], None]] = lambda epoch, steps: (lambda: None)
 
 
-class Interrupted(Exception):
-    """Training stopped at a step boundary because should_stop() said so."""
+INTERRUPTED = Outcome("interrupted", "stopped by a signal; resume with --resume")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -69,8 +79,9 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
 
 
-def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: Hooks) -> dict:
-    """One pass over `loader` from state.step; the epoch's metrics row (no validation)."""
+def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: Hooks) -> dict | Outcome:
+    """One pass over `loader` from state.step: the epoch's metrics row (no validation), or the
+    Outcome that ended it early (interrupted: state.partial holds the epoch so far; diverged)."""
     model, optimizer = state.model, state.optimizer
     model.train()
     device = loader.device
@@ -102,21 +113,22 @@ def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: 
         state.step += 1
         tick()
         if state.step % check_every == 0 and not math.isfinite(loss_sum.item()):
-            raise DivergedError(f"training loss became {float(loss_sum / seen)} at epoch "
-                                f"{state.epoch + 1}, step {state.step}")
+            return _diverged(f"training loss became {float(loss_sum / seen)} at epoch "
+                             f"{state.epoch + 1}, step {state.step}")
         if hooks.should_stop():
             state.partial = {"loss": float(loss_sum), "correct": float(correct), "seen": seen,
                              "seconds": time.perf_counter() - start, "lr": lr_at_start}
-            raise Interrupted()
+            return INTERRUPTED
     if not torch.isfinite(loss_sum):
-        raise DivergedError(f"training loss became {float(loss_sum / max(seen, 1))} at epoch {state.epoch + 1}")
+        return _diverged(f"training loss became {float(loss_sum / max(seen, 1))} at epoch {state.epoch + 1}")
     state.partial = None
     acc = float(correct) / max(seen, 1)
     return {"train_loss": float(loss_sum) / max(seen, 1), "train_accuracy": acc,
             "train_error": 1.0 - acc, "lr": lr_at_start, "seconds": time.perf_counter() - start}
 
 
-_train_epoch = train_epoch  # the earlier private name
+def _diverged(reason: str) -> Outcome:
+    return Outcome("diverged", reason)
 
 
 def _update_best(state: TrainState, val_loss: float, cfg: RunConfig) -> None:
@@ -131,11 +143,15 @@ def _update_best(state: TrainState, val_loss: float, cfg: RunConfig) -> None:
 
 
 def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
-        cfg: RunConfig, hooks: Optional[Hooks] = None) -> TrainState:
-    """Train from state.epoch to cfg.epochs (or early stop); restore the best weights at the end."""
+        cfg: RunConfig, hooks: Optional[Hooks] = None) -> Outcome:
+    """Train from state.epoch to cfg.epochs (or early stop) and restore the best weights; any other
+    ending (interrupted, diverged, a hook's) returns at once and leaves the weights as they are."""
     hooks = hooks or Hooks()
     while state.epoch < cfg.epochs and not state.stopped_early:
-        row = {"epoch": state.epoch + 1, **train_epoch(state, train_loader, cfg, hooks)}
+        trained = train_epoch(state, train_loader, cfg, hooks)
+        if isinstance(trained, Outcome):
+            return trained
+        row = {"epoch": state.epoch + 1, **trained}
         val = predict_loader(state.model, val_loader, precision=cfg.precision)
         row.update(val_loss=val.loss, val_accuracy=val.accuracy, val_error=1.0 - val.accuracy,
                    val_seconds=val.seconds)
@@ -143,13 +159,15 @@ def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
             state.scheduler.step()
         state.epoch, state.step = state.epoch + 1, 0
         if not math.isfinite(val.loss):
-            raise DivergedError(f"validation loss became {val.loss} at epoch {state.epoch}")
+            return _diverged(f"validation loss became {val.loss} at epoch {state.epoch}")
         _update_best(state, val.loss, cfg)
         row["best_epoch"] = state.best_epoch
         state.history.append(row)
-        hooks.on_epoch_end(state, row)
+        ending = hooks.on_epoch_end(state, row)
+        if ending is not None:
+            return ending
     restore_best(state)
-    return state
+    return COMPLETED
 
 
 def restore_best(state: TrainState) -> None:

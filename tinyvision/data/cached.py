@@ -1,0 +1,26 @@
+"""The dataset a run config asks for, loaded once per process (compare and sweeps share it)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+from ..config import RunConfig
+from .catalog import ImageDataset, Split, load_dataset
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_dataset(name: str, data_dir: Optional[str], val_size: Any, split_seed: int,
+                    image_size: Optional[int], channels: Optional[int], skip_bad_images: bool) -> ImageDataset:
+    return load_dataset(name, data_dir=data_dir, val_size=val_size, seed=split_seed,
+                        image_size=image_size, channels=channels, skip_bad_images=skip_bad_images)
+
+
+def load_data(cfg: RunConfig) -> ImageDataset:
+    """The config's dataset with its validation carve (split_seed) and train_subset applied."""
+    data = _cached_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed,
+                           cfg.image_size, cfg.channels, cfg.skip_bad_images)
+    if cfg.train_subset and cfg.train_subset < len(data.train):
+        n = cfg.train_subset
+        data = dataclasses.replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
+    return data

@@ -1,0 +1,81 @@
+"""The one process pool of experiments (--jobs) and tuning workers.
+
+Workers are spawned (fresh interpreters: no forked torch or CUDA state) and keep SIGTERM fatal
+(runtime.leave_sigterm_fatal: the pool SIGTERMs the others when one dies). A Ctrl-C reaches the
+workers too, whose runs stop at their next step with a checkpoint; the parent then hands out
+nothing more, and a call already queued to a worker can see `interrupted()` and not start.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from typing import Any, Callable, Iterator, Sequence
+
+_stop: Any = None  # in worker processes: an Event set when the parent is interrupted
+
+
+def _init_worker(stop: Any) -> None:
+    """In each worker process: the interrupt Event, and SIGTERM left fatal."""
+    from ..runtime import leave_sigterm_fatal
+
+    global _stop
+    _stop = stop
+    leave_sigterm_fatal()
+
+
+def interrupted() -> bool:
+    """In a worker: whether the parent was interrupted (a call queued before then is not to start)."""
+    return _stop is not None and _stop.is_set()
+
+
+def threads_per_worker(workers: int) -> int:
+    """CPU threads for each of `workers` processes, so that together they use every core once."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here even where it was inherited as ignored (a background job
+    of a script): the workers' runs always stop on it (runtime.graceful_stop installs its handler),
+    so the parent must always stop handing out work too."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def run_in_processes(fn: Callable[..., Any], calls: Sequence[tuple], workers: int,
+                     on_result: Callable[[int, Any], None]) -> list[int]:
+    """fn(*calls[i]) in at most `workers` spawned processes; on_result(i, result) as each returns.
+    Returns the indices lost with a worker that died (the pool then fails every call not yet done;
+    what they wrote is whole, by atomic writes)."""
+    if not calls:
+        return []
+    lost, context = [], get_context("spawn")
+    stop = context.Event()
+    with _ctrl_c_raises(), ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=context,
+                                               initializer=_init_worker, initargs=(stop,)) as pool:
+        futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
+        try:
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    lost.append(futures[future])
+                    continue
+                on_result(futures[future], result)
+        except KeyboardInterrupt:  # the workers got the Ctrl-C too and stop at their next step
+            stop.set()  # calls already handed to a worker's queue return without starting
+            pool.shutdown(cancel_futures=True)  # the rest are never handed out
+            raise
+    return sorted(lost)
