@@ -125,7 +125,7 @@ print("sgd, adam, adamw: weights and optimiser state bit-identical on", dev)
 EOF
 
 # -- experiments in parallel processes ---------------------------------------------------------
-step compare-jobs2 $TV compare digits-mlp digits-cnn --dataset digits --epochs 2 --device $DEV --jobs 2 \
+step compare-jobs2 $TV compare digits-mlp digits-cnn --dataset digits --epochs 2 --device $DEV --jobs 2 --repeats 1 \
   --out "$T/cmp" --quiet --no-report
 step compare-ran-on-$DEV $PY -c "$H
 r = [J(p) for p in glob.glob('$T/cmp/*/runs/*/seed*/result.json')]; print([(x['status'], x['device']) for x in r])

@@ -99,6 +99,7 @@ def _capped(cap: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
+@pytest.mark.slow
 def test_alias_bomb_config_file_is_one_line_fast_in_bounded_memory(tmp_path):
     # `tinyvision train --help` (torch imported) needs ~0.8 GiB of address space with one BLAS
     # thread; 2 GiB leaves room for it and is a quarter of the 8.4 GB the bomb used to take.
@@ -404,6 +405,7 @@ def test_resume_refuses_more_epochs_for_a_schedule_fixed_to_them():
 
 # --- 7. report: a file it needs is unreadable -------------------------------------------------------
 
+@pytest.mark.slow
 def test_report_needs_its_files_unless_partial(capsys, run_copy):
     (run_copy / "model.safetensors").write_bytes(b"damaged")  # reports do not read the model
     rc, out, err = cli(capsys, "report", run_copy)
@@ -419,6 +421,7 @@ def test_report_needs_its_files_unless_partial(capsys, run_copy):
     assert "predictions.safetensors" in err
 
 
+@pytest.mark.slow
 def test_report_with_damaged_metrics(capsys, run_copy):
     (run_copy / "metrics.csv").write_bytes(b"epoch,train_loss\n1,\xff\xfe\n")
     rc, _, err = cli(capsys, "report", run_copy)
@@ -429,6 +432,7 @@ def test_report_with_damaged_metrics(capsys, run_copy):
 
 # --- 8. the Python API writes no report ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_python_train_writes_no_report_and_write_report_does(tmp_path):
     import tinyvision as tv
     from tinyvision.pipeline import train
@@ -465,6 +469,7 @@ def test_trust_pickle_failure_does_not_advise_weights_only_false(capsys, tmp_pat
     assert "False" not in err and "trust the source" not in err and "\x1b" not in err
 
 
+@pytest.mark.slow
 def test_interrupted_run_prints_the_resume_command(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyvision.cli", "train", "--model", "mlp:8", "--epochs", "100000", "threads=1",

@@ -118,9 +118,12 @@ def write_digit_pngs(folder: Path, count: int = 8) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished 2-epoch digits-cnn run, shared read-only (tests that could change it copy it)."""
+    """One finished 2-epoch digits-cnn run, shared read-only (tests that could change it copy it).
+    precision=fp32: "auto" would train this conv net in bf16 on CPUs with native bf16 (Zen 4) and in
+    fp32 elsewhere, and evaluate/predict re-compute its numbers by other code paths."""
     out = tmp_path_factory.mktemp("digits-run")
-    assert main(["train", "--dataset", "digits", "--epochs", "2", "threads=1", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--dataset", "digits", "--epochs", "2", "threads=1", "precision=fp32", "--out", str(out),
+                 "--quiet"]) == 0
     return single_run_dir(out)
 
 
@@ -270,6 +273,7 @@ def test_recipes_lists_the_registered_recipes(capsys):
 
 # --- train ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(capsys, tmp_path):
     rc, out, err = cli(capsys, "train", "--dataset", "digits", "--epochs", "2", "threads=1", "--out", tmp_path / "runs")
     assert rc == 0
@@ -306,6 +310,7 @@ def test_train_writes_a_complete_run_directory(capsys, tmp_path):
     assert result["best_val"]["accuracy"] == pytest.approx(float(best["val_accuracy"]))
 
 
+@pytest.mark.slow
 def test_quiet_train_prints_no_progress(capsys, tmp_path):
     rc, out, err = cli(capsys, "train", "--dataset", "digits", "--model", "digits-mlp", "--epochs", "1",
                        "--out", tmp_path, "--quiet")
@@ -313,6 +318,7 @@ def test_quiet_train_prints_no_progress(capsys, tmp_path):
     assert out.startswith("completed: ") and "params 23,146" in out
 
 
+@pytest.mark.slow
 def test_saved_config_reruns_the_same_run(capsys, tmp_path, digits_run):
     rc, out, _ = cli(capsys, "train", "--config", digits_run / "config.yaml", "--out", tmp_path, "--quiet")
     assert rc == 0, out
@@ -324,6 +330,7 @@ def test_saved_config_reruns_the_same_run(capsys, tmp_path, digits_run):
         assert again["test"]["accuracy"] == pytest.approx(original["test"]["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_flags_and_overrides_beat_the_config_file(capsys, tmp_path, digits_run):
     rc, _, _ = cli(capsys, "train", "--config", digits_run / "config.yaml", "--epochs", "1",
                    "--model", "digits-mlp", "lr=0.01", "--out", tmp_path, "--quiet")
@@ -334,6 +341,7 @@ def test_flags_and_overrides_beat_the_config_file(capsys, tmp_path, digits_run):
     assert len(read_csv(run / "metrics.csv")[1]) == 1
 
 
+@pytest.mark.slow
 def test_run_dir_flag_uses_that_directory(capsys, tmp_path):
     target = tmp_path / "my-run"
     rc, out, _ = cli(capsys, "train", "--dataset", "digits", "--model", "digits-mlp", "--epochs", "1",
@@ -356,8 +364,11 @@ def test_evaluate_reproduces_the_test_accuracy(capsys, digits_run):
     assert m, lines[0]
     test = read_json(digits_run / "result.json")["test"]
     assert m.group(1) == "test"
-    assert m.group(2) == f"{test['loss']:.4f}"
-    assert m.group(3) == f"{100 * test['accuracy']:.2f}"
+    # training evaluated the model channels_last, `evaluate` re-evaluates it contiguous: the two fp32
+    # code paths round differently (with the CPU's kernels), so an image on the decision edge may flip
+    # (1/447) and the loss agrees to rel 1e-3; the printed numbers are rounded (.4f, .2f%) on top
+    assert float(m.group(2)) == pytest.approx(test["loss"], abs=1e-3 * test["loss"] + 5e-5)
+    assert float(m.group(3)) / 100 == pytest.approx(test["accuracy"], abs=1 / 447 + 5e-5 + 1e-9)
     assert float(m.group(3)) + float(m.group(4)) == pytest.approx(100.0, abs=0.011)
     # then the most confused pairs: "  T taken for P: N", as in result.json
     pairs = [re.fullmatch(r"  (\S+) taken for (\S+): (\d+)", line).groups() for line in lines[1:]]
@@ -365,7 +376,7 @@ def test_evaluate_reproduces_the_test_accuracy(capsys, digits_run):
 
     from tinyvision.inference import evaluate_run  # the unrounded number behind the line
 
-    assert evaluate_run(digits_run, "test")["accuracy"] == pytest.approx(test["accuracy"], abs=1e-6)
+    assert evaluate_run(digits_run, "test")["accuracy"] == pytest.approx(test["accuracy"], abs=1 / 447 + 1e-9)
 
 
 def test_evaluate_val_split(capsys, digits_run):
@@ -374,7 +385,9 @@ def test_evaluate_val_split(capsys, digits_run):
     m = EVAL_LINE.fullmatch(out.splitlines()[0])
     assert m and m.group(1) == "val"
     best_val = read_json(digits_run / "result.json")["best_val"]  # the saved weights are the best epoch's
-    assert m.group(3) == f"{100 * best_val['accuracy']:.2f}"
+    # another code path than training's validation (contiguous vs channels_last, rounded .2f): one of
+    # the 350 validation images on the decision edge may flip
+    assert float(m.group(3)) / 100 == pytest.approx(best_val["accuracy"], abs=1 / 350 + 5e-5 + 1e-9)
 
 
 def test_evaluate_rejects_an_unknown_split(capsys, digits_run):
@@ -456,26 +469,38 @@ def test_predict_csv_is_written_once_and_never_overwritten(capsys, tmp_path, dig
 
 
 def test_predict_matches_the_model_on_the_same_images(capsys, tmp_path, digits_run):
-    """A PNG of a test image must get the probability the model gives that image in training units."""
+    """A PNG of a test image is read in training units and gets the probability the model gives it."""
     import torch
 
-    from tinyvision.inference import load_model
+    from tinyvision.inference import load_model, read_image
 
-    write_digit_pngs(tmp_path / "pngs")
-    rc, out, _ = cli(capsys, "predict", digits_run, tmp_path / "pngs")
+    paths = write_digit_pngs(tmp_path / "pngs")
+    rc, out, _ = cli(capsys, "predict", digits_run, tmp_path / "pngs", "--csv", tmp_path / "pred.csv")
     assert rc == 0
     printed = [PREDICT_LINE.fullmatch(line).groups() for line in out.splitlines()]
     loaded = load_model(digits_run)
+    meta = loaded.meta
+    # the decoded PNG pixels in the units predict reads them in; they are the dataset's own units
+    # (0..16) up to the PNG's 8-bit rounding (half a step of 16/255)
+    x = torch.stack([read_image(p, meta["input_shape"], meta.get("pixel_max", 255)) for p in paths])
     images, _ = digits_test_images()
+    assert torch.allclose(x, torch.tensor(images[:8, None], dtype=torch.float32), atol=8 / 255 + 1e-5)
+    # the expected values come from those decoded pixels, not the dataset's: on a 2-epoch model the
+    # rounding can move a probability by a few points, and the class of an image near the edge
     with torch.no_grad():
-        x = torch.tensor(images[:8, None], dtype=torch.float32)  # the dataset's own units, 0..16
         probs = loaded.model(loaded.norm.apply(x)).softmax(dim=1)
-    expected = [(str(c.item()), p.item()) for p, c in zip(*probs.max(dim=1))]
-    assert [(c, float(p)) for _, c, p in printed] == [(c, pytest.approx(p, abs=0.02)) for c, p in expected]
+    expected = [(meta["classes"][c.item()], p.item()) for p, c in zip(*probs.max(dim=1))]
+    assert [(path, c) for path, c, _ in printed] == [(str(p), c) for p, (c, _) in zip(paths, expected)]
+    # printed probabilities are rounded to .4f; the CSV holds them unrounded
+    assert [float(p) for _, _, p in printed] == [pytest.approx(p, abs=5e-5 + 1e-5) for _, p in expected]
+    _, rows = read_csv(tmp_path / "pred.csv")
+    assert [(r["class"], float(r["probability"])) for r in rows] == [(c, pytest.approx(p, abs=1e-5))
+                                                                     for c, p in expected]
 
 
 # --- compare -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_compare_two_models(capsys, tmp_path):
     rc, out, _ = cli(capsys, "compare", "digits-mlp", "digits-cnn", "threads=1", "--dataset", "digits",
                      "--epochs", "2", "--out", tmp_path, "--quiet", "--repeats", "1")
@@ -507,6 +532,7 @@ def test_compare_two_models(capsys, tmp_path):
     ["compare", "mlp:8", "--dataset", "digits", "--epochs", "1", "lr=0.01", "--repeats", "1"],  # models, flags, overrides
     ["train", "--model", "mlp:8", "lr=0.01", "--epochs", "1", "seed=1"],  # overrides on both sides of a flag
 ])
+@pytest.mark.slow
 def test_overrides_after_flags(capsys, tmp_path, argv):
     rc, _, err = cli(capsys, *argv, "threads=1", "--out", tmp_path, "--quiet")
     assert rc == 0, err
@@ -654,6 +680,7 @@ def test_missing_mnist_files_are_named_with_checksums(capsys, tmp_path):
 
 # --- through a real process ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_subprocess_unknown_dataset(tmp_path):
     proc = run_subprocess(tmp_path, "train", "--dataset", "mnsit", "--epochs", "1", "--out", "runs")
     assert proc.returncode == 2
@@ -661,6 +688,7 @@ def test_subprocess_unknown_dataset(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_subprocess_unreadable_image(tmp_path, digits_run):
     bad = tmp_path / "garbage.png"
     bad.write_bytes(os.urandom(64))
@@ -669,6 +697,7 @@ def test_subprocess_unreadable_image(tmp_path, digits_run):
     assert_user_error(proc.returncode, proc.stdout, proc.stderr, str(bad))
 
 
+@pytest.mark.slow
 def test_subprocess_models_and_usage_error(tmp_path):
     proc = run_subprocess(tmp_path, "models", "cnn-*")
     assert proc.returncode == 0 and proc.stderr == ""
@@ -682,6 +711,7 @@ def test_subprocess_models_and_usage_error(tmp_path):
 
 # --- real data -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_cnn_tiny_on_real_mnist(capsys, tmp_path, shared_data):
     rc, out, err = cli(capsys, "train", "--dataset", "mnist", "--data-dir", shared_data, "--model", "cnn-tiny",
                        "--epochs", "1", "val_size=5000", "threads=1", "--out", tmp_path, "--quiet")
@@ -694,9 +724,12 @@ def test_train_cnn_tiny_on_real_mnist(capsys, tmp_path, shared_data):
     assert "params 2,710" in out
 
 
+@pytest.mark.slow
 def test_quiet_train_still_says_why_a_run_did_not_complete(capsys, tmp_path):
     rc, out, err = cli(capsys, "train", "--dataset", "digits", "--model", "digits-mlp", "--optimizer", "sgd",
                        "lr=10", "epochs=3", "--out", tmp_path, "--quiet")
     assert rc == 1
     assert out.startswith("diverged: ") and "nan" not in out  # the result line
-    assert err.strip().startswith("diverged: training loss became nan at epoch 1")
+    # lr=10 overflows within the first steps; whether the loss first shows as nan or inf, and in which
+    # of the first epochs, depends on the CPU's rounding
+    assert re.match(r"diverged: training loss became (nan|inf) at epoch [12]\b", err.strip()), err

@@ -95,6 +95,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_writers_killed_mid_write_leave_only_whole_files(tmp_path) -> None:
     folder = tmp_path / "files"
     folder.mkdir()

@@ -343,6 +343,7 @@ def test_all_downloads_fail_one_message(tmp_path, remote, monkeypatch):
 # ---------------------------------------------------------------------------------------- real data
 
 
+@pytest.mark.slow
 def test_real_mnist(_shared):
     ds = load_dataset("mnist", data_dir=_shared, download=False)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (55000, 5000, 10000)
@@ -358,6 +359,7 @@ def test_real_mnist(_shared):
     assert torch.equal(again.val.labels, ds.val.labels)
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist(_shared):
     ds = load_dataset("fashion-mnist", data_dir=_shared, download=False, val_size=0.1, seed=3)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (54000, 6000, 10000)

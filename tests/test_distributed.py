@@ -54,6 +54,7 @@ def single_process_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path, single_process_run) -> None:
     run_dir = tmp_path / "ddp"
     proc = _torchrun(["-m", "tinyvision.cli", *TRAIN, "--run-dir", str(run_dir)])
@@ -63,6 +64,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, single_process_run) -> N
     _assert_same_training(run_dir, single_process_run)
 
 
+@pytest.mark.slow
 def test_a_job_whose_worker_died_resumes_from_the_last_checkpoint(tmp_path, single_process_run) -> None:
     # Attempt 1: rank 1 dies after epoch 2; torchrun stops the job. Attempt 2 (the same command,
     # as torchrun's own restart or a scheduler's relaunch runs it): both ranks find the unfinished

@@ -52,6 +52,7 @@ def test_unknown_model_in_an_axis_fails_before_anything_runs(tmp_path) -> None:
         build_experiment({"base": TINY, "zip": {"model": ["digits-mlp", "digits-cnnn"]}})
 
 
+@pytest.mark.slow
 def test_experiment_runs_resumes_and_aggregates(tmp_path) -> None:
     exp = build_experiment({"name": "t", "base": TINY, "grid": {"lr": [0.01, 0.001]}, "repeats": 2})
     exp_dir, rows, table = run_experiment(exp, tmp_path / "t", quiet=True)
@@ -76,6 +77,7 @@ def test_experiment_runs_resumes_and_aggregates(tmp_path) -> None:
     assert runs.is_complete(run_dirs[3])
 
 
+@pytest.mark.slow
 def test_a_different_experiment_cannot_reuse_a_directory(tmp_path) -> None:
     run_experiment(build_experiment({"name": "a", "base": TINY}), tmp_path / "a", quiet=True)
     other = build_experiment({"name": "a", "base": {**TINY, "epochs": 3}})
@@ -83,6 +85,7 @@ def test_a_different_experiment_cannot_reuse_a_directory(tmp_path) -> None:
         run_experiment(other, tmp_path / "a", quiet=True)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_same_results(tmp_path) -> None:
     spec = {"name": "p", "base": {**TINY, "threads": 1}, "zip": {"model": ["digits-mlp", "digits-cnn"]}}
     _, serial, _ = run_experiment(build_experiment(spec), tmp_path / "serial", quiet=True)
@@ -113,6 +116,7 @@ def _quick(path: Path, tmp_path: Path, data_dir: Path | None = None, subset: int
 
 @pytest.mark.parametrize("name", ["mlp-vs-cnn-mnist", "mlp-vs-cnn-fashion", "lr-sweep-adam", "init-seeds",
                                   "kernel-size", "activation", "depth", "optimizers"])
+@pytest.mark.slow
 def test_real_data_examples_run_to_completion(name: str, tmp_path, shared_data) -> None:
     _, rows, _ = _quick(Path(__file__).parents[1] / "examples" / f"{name}.yaml", tmp_path, shared_data)
     assert all(r["completed"] == 1 for r in rows)
@@ -120,11 +124,14 @@ def test_real_data_examples_run_to_completion(name: str, tmp_path, shared_data) 
     assert all(0.0 <= r["test_accuracy_mean"] <= 1.0 and r["params"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_digits_example_runs_as_shipped(tmp_path) -> None:
     exp = load_experiment(Path(__file__).parents[1] / "examples" / "mlp-vs-cnn-digits.yaml", repeats=1)
     _, rows, _ = run_experiment(exp, tmp_path / "d", quiet=True)
     accs = {r["model"]: r["test_accuracy_mean"] for r in rows}
-    assert accs["digits-mlp"] > 0.85 and accs["digits-cnn"] > 0.88
+    # measured 0.9016 / 0.9150 here (fp32, AVX2); precision=auto trains the CNN in bf16 on CPUs with
+    # native bf16 (Zen 4) and both results move with the CPU's rounding: bars ~5-6 points below
+    assert accs["digits-mlp"] > 0.80 and accs["digits-cnn"] > 0.85
 
 
 def _write_svhn(folder: Path, n: int, seed: int) -> None:
@@ -136,6 +143,7 @@ def _write_svhn(folder: Path, n: int, seed: int) -> None:
     scipy.io.savemat(folder / ("train_32x32.mat" if seed == 0 else "test_32x32.mat"), {"X": x, "y": y})
 
 
+@pytest.mark.slow
 def test_svhn_example_pipeline_on_generated_mat_files(tmp_path, monkeypatch) -> None:
     from tinyvision.data import DATASETS
 

@@ -103,6 +103,7 @@ DIGITS = dict(dataset="digits", model="digits-cnn", epochs=25, batch_norm=True, 
               translate=1, schedule="onecycle", lr=3e-3, label_smoothing=0.1)
 
 
+@pytest.mark.slow
 def test_bf16_and_fp32_both_train_and_the_result_says_which(tmp_path) -> None:
     results = {p: tv.train({**DIGITS, "precision": p}, out=tmp_path / p, quiet=True) for p in ("bf16", "fp32")}
     for precision, result in results.items():

@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -335,6 +336,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_no_command_unpickles_a_hostile_file(tmp_path, capsys, small_run) -> None:
     marker = tmp_path / "PWNED"
     payload = pickle.dumps(Evil(marker))
@@ -421,7 +423,7 @@ def test_a_diverging_point_does_not_stop_the_experiment(tmp_path, capsys) -> Non
 
     exp = build_experiment({"name": "lr", "base": {"dataset": "digits", "model": "digits-mlp", "epochs": 2,
                                                    "optimizer": "sgd", "threads": 1},
-                            "grid": {"lr": [10.0, 0.05]}})
+                            "grid": {"lr": [10.0, 0.05]}, "repeats": 1})
     exp_dir, rows, _ = run_experiment(exp, tmp_path / "lr", quiet=True)
     statuses = [runs.read_result(exp_dir / r["dir"])["status"]
                 for p in json.loads((exp_dir / "manifest.json").read_text())["points"] for r in p["runs"]]
@@ -432,7 +434,10 @@ def test_a_diverging_point_does_not_stop_the_experiment(tmp_path, capsys) -> Non
     rc = main(["train", "--dataset", "digits", "--model", "digits-mlp", "--optimizer", "sgd", "--lr", "10",
                "--epochs", "2", "threads=1", "--out", str(tmp_path / "cli"), "--no-report"])
     out, err = capsys.readouterr()
-    assert rc == 1 and out.startswith("diverged: ") and "diverged: training loss became nan at epoch 1" in err
+    # lr=10 overflows within the first steps; whether the loss first shows as nan or inf, and in which
+    # of the first epochs, depends on the CPU's rounding
+    assert rc == 1 and out.startswith("diverged: ")
+    assert re.search(r"diverged: training loss became (nan|inf) at epoch [12]\b", err), err
 
 
 # --- corrupt inputs (also under python -O) -------------------------------------------------------
@@ -581,7 +586,10 @@ def test_property_tests_under_python_O_with_bounded_memory(tmp_path) -> None:
     """tests/test_properties.py again, under `python -O` and a 512 MiB address-space cap."""
     done = subprocess.run([sys.executable, "-O", "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-W", "ignore",
                            str(REPO / "tests" / "test_properties.py")], cwd=tmp_path, capture_output=True, text=True,
-                          env={**env(), "TINYVISION_TEST_MEMORY_MB": "512", "TINYVISION_TEST_EXAMPLES": "40"},
+                          # one OpenMP thread pool and two malloc arenas: each extra thread or arena
+                          # reserves address space, which under the 512 MiB cap varies with the core count
+                          env={**env(), "TINYVISION_TEST_MEMORY_MB": "512", "TINYVISION_TEST_EXAMPLES": "40",
+                               "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"},
                           timeout=300)
     assert done.returncode == 0, done.stdout[-4000:]
     assert "python -O: 1" in done.stdout and " passed" in done.stdout and "skipped" not in done.stdout

@@ -28,6 +28,8 @@ from tinyvision.experiments.results import point_row, table_columns
 from tinyvision.report.plots import use_log_axis
 from tinyvision.stats import summarize
 
+pytestmark = pytest.mark.slow  # the quick loop (-m 'not slow') leaves it out: trains the runs its reports are made from
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BASE = dict(dataset="digits", threads=1)
 

@@ -18,6 +18,8 @@ import pytest
 import tinyvision as tv
 from tinyvision.report import write_report
 
+pytestmark = pytest.mark.slow  # the quick loop (-m 'not slow') leaves it out: drives a real Chromium
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-extensions", "--mute-audio", "--hide-scrollbars"]

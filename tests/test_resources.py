@@ -29,6 +29,7 @@ def fill_disk_at(monkeypatch: pytest.MonkeyPatch, name: str, on_call: int) -> No
     monkeypatch.setattr(checkpoint, "atomic_write", full)
 
 
+@pytest.mark.slow
 def test_a_full_disk_marks_the_run_failed_in_one_line_and_it_resumes_later(tmp_path, monkeypatch, capsys) -> None:
     run_dir = tmp_path / "run"
     with monkeypatch.context() as patch:

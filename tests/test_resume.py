@@ -59,7 +59,10 @@ def metrics(run_dir) -> list[dict]:
             for row in runs.read_metrics(run_dir)]
 
 
-@pytest.mark.parametrize("case", CASES)
+QUICK = {"mlp-adam-fp32-onecycle", "cnn-adam-fp32-onecycle"}  # in the quick loop; the rest in the full suite
+
+
+@pytest.mark.parametrize("case", [c if c in QUICK else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
 def test_stopped_mid_epoch_then_resumed_is_bit_identical(tmp_path, monkeypatch, case) -> None:
     cfg = {**BASE, **CASES[case]}
     whole = tv.train(cfg, run_dir=tmp_path / "whole", quiet=True)

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import pwd
+import re
 import shlex
 import shutil
 import socket
@@ -19,10 +20,12 @@ import pytest
 
 from tinyvision import runs
 from tinyvision.errors import ConfigError, TinyVisionError
-from tinyvision.cli import build_parser
+from tinyvision.cli import build_parser, main
 from tinyvision.experiments.tune import tune
 from tinyvision.experiments.tune_spec import build_tune, load_tune
 from tinyvision.experiments.tune_summary import format_summary
+
+pytestmark = pytest.mark.slow  # the quick loop (-m 'not slow') leaves it out: Optuna studies of real trainings, PostgreSQL
 
 BASE = {"dataset": "digits", "model": "digits-mlp", "epochs": 3}
 SEARCH = {"lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "batch_size": [32, 64]}
@@ -262,3 +265,19 @@ def test_a_missing_field_is_named_without_dumping_the_file():
     with pytest.raises(ConfigError) as info:
         build_tune({"name": "t", "base": BASE})
     assert str(info.value) == "tune field 'search' is required"
+
+
+def test_each_trial_is_printed_once(tmp_path, capsys):
+    """Live lines on stderr as trials end; the final table lists only trials not printed live."""
+    path = tmp_path / "t.yaml"
+    path.write_text(json.dumps({"base": BASE, "search": {"lr": [0.01, 0.02]}}))
+    command = ["tune", str(path), "epochs=1", "--trials", "2", "--out", str(tmp_path / "out"), "--study-name", "s"]
+    assert main(command) == 0
+    first = capsys.readouterr()
+    lines = (first.out + first.err).splitlines()
+    for n in (0, 1):
+        assert sum(bool(re.match(rf"\s*trial\s+{n}\b", line)) for line in lines) == 1, lines
+    assert main([*command[:4], "3", *command[5:]]) == 0  # one more trial: the two earlier ones are listed
+    second = capsys.readouterr()
+    lines = (second.out + second.err).splitlines()
+    assert [sum(bool(re.match(rf"\s*trial\s+{n}\b", line)) for line in lines) for n in (0, 1, 2)] == [1, 1, 1]

@@ -18,6 +18,7 @@ def read_csv(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_identical_configurations_give_no_significant_difference(tmp_path) -> None:
     # eval_batch_size changes nothing about training: the two points are the same experiment twice
     exp = build_experiment({"name": "same", "base": TINY, "zip": {"eval_batch_size": [1024, 512]}, "repeats": 3})
@@ -30,6 +31,7 @@ def test_identical_configurations_give_no_significant_difference(tmp_path) -> No
     assert float(table[1]["p_test_accuracy"]) == 1.0
 
 
+@pytest.mark.slow
 def test_a_large_gap_is_found_in_the_right_direction_in_every_output(tmp_path) -> None:
     exp = build_experiment({"name": "gap", "base": TINY, "zip": {"lr": [1e-5, 1e-2]}, "repeats": 3})
     exp_dir, rows, text = run_experiment(exp, tmp_path / "gap", quiet=True)
@@ -50,6 +52,7 @@ def test_a_large_gap_is_found_in_the_right_direction_in_every_output(tmp_path) -
     assert "95% CI" in html and re.search(pattern, html) and "Differences from 1e-05" in html
 
 
+@pytest.mark.slow
 def test_baseline_names_the_reference_and_an_unknown_one_is_refused(tmp_path) -> None:
     exp = build_experiment({"name": "gap", "base": TINY, "zip": {"lr": [1e-5, 1e-2]}, "repeats": 3})
     _, _, text = run_experiment(exp, tmp_path / "gap", quiet=True, baseline="0.01")

@@ -292,7 +292,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     name = args.study_name or spec.name
     summary = tune(spec, Path(args.out) / runs.slug(name), trials=args.trials, storage=args.storage,
                    study_name=name, workers=args.jobs, quiet=args.quiet)
-    print(format_summary(summary))
+    # without --quiet each trial of this call was printed as it ended: the table adds only the others
+    # (earlier calls, other machines), so no trial is printed twice
+    shown = set() if args.quiet else set(summary["ran_here"])
+    print(format_summary(summary, shown=shown))
     return 0 if summary["best_trial"] is not None else 1
 
 
@@ -490,9 +493,9 @@ def entry() -> None:
     try:
         code = main()
     finally:
-        from .distributed import teardown
-
-        teardown()  # a torchrun worker leaves its process group before exiting (else a no-op)
+        distributed = sys.modules.get(f"{__package__}.distributed")  # only a run imports it (and torch)
+        if distributed is not None:
+            distributed.teardown()  # a torchrun worker leaves its process group before exiting
     sys.exit(code)
 
 

@@ -9,6 +9,7 @@ more workers (tune_trials), summarised beside the trials (tune_summary).
 """
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,8 +41,12 @@ def tune(spec: TuneSpec, out_dir: str | Path, *, trials: Optional[int] = None, s
         opened = open_storage(url)
         write_record(spec, out_dir, name)  # refuses a directory of another study, unchanged
         study = open_study(spec, name, opened)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
     try:
         run_workers(plan(spec, study, out_dir, url, total, workers, quiet))
     finally:  # also after Ctrl-C: what finished is summarised
         summary = summarise(study, out_dir, storage_label(url))
+    host = socket.gethostname()  # the trials this call's workers ran (and printed, unless quiet)
+    summary["ran_here"] = sorted(r["trial"] for r in summary["rows"]
+                                 if r["trial"] not in before and r.get("host") == host)
     return summary

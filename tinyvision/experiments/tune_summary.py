@@ -68,9 +68,10 @@ COLUMNS: list[Column] = [
     ("params", "params", format_params), ("reason", "reason", plain)]
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The trials as a table, then the counts and the best."""
-    rows = [{**row, "trial_state": (row["trial"], row["state"])} for row in summary["rows"]]
+def format_summary(summary: dict[str, Any], *, shown: set[int] = frozenset()) -> str:
+    """The trials as a table (but those in `shown`: already printed live), then the counts and the best."""
+    rows = [{**row, "trial_state": (row["trial"], row["state"])} for row in summary["rows"]
+            if row["trial"] not in shown]
     lines = [to_text(rows, COLUMNS)] if rows else []
     lines.append(f"{summary['trials']} trials finished ({summary['completed']} completed, {summary['pruned']} "
                  f"pruned, {summary['failed']} failed; {summary['interrupted']} interrupted, "
