@@ -565,6 +565,7 @@ def test_corrupt_inputs_give_one_line_naming_the_file(tmp_path) -> None:
     assert check_corrupt_inputs(tmp_path) >= 25
 
 
+@pytest.mark.slow
 def test_corrupt_inputs_under_python_O(tmp_path) -> None:
     code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); import test_reliability as t; "
             "print(sys.flags.optimize, t.check_corrupt_inputs(Path(sys.argv[1])))")
@@ -630,6 +631,7 @@ def test_bad_config_file_exits_2_in_a_real_process(tmp_path) -> None:
 
 # --- determinism ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_same_seed_same_weights_in_fresh_processes_and_deterministic_mode(tmp_path) -> None:
     args = ["train", "--dataset", "digits", "--model", "digits-cnn", "--epochs", "2", "--seed", "11",
             "dropout=0.3", "augment=flip-translate", "threads=1", "--quiet", "--no-report"]
