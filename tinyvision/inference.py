@@ -20,7 +20,7 @@ from .errors import ConfigError, DataError, SpecError, TinyVisionError, UnknownN
 from .evaluate import class_report, predict_loader, split_metrics
 from .models import create_model
 from .data import load_data
-from .runtime import resolve_device
+from .runtime import configure_threads, resolve_device, set_determinism, use_channels_last
 
 
 @dataclass
@@ -86,7 +86,8 @@ def _check_meta(meta: dict[str, Any], weights: Path) -> tuple[str, tuple[int, in
 
 def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None,
                  device: str = "auto") -> dict[str, Any]:
-    """Re-evaluate a saved model on one split of its dataset."""
+    """Re-evaluate a saved model on one split of its dataset, the way its run evaluated: the run's
+    threads, determinism (TF32 or IEEE fp32 on CUDA), memory layout, precision and TTA."""
     cfg = runs.read_config(run_dir)
     if data_dir:
         cfg = cfg.model_copy(update={"data_dir": data_dir})
@@ -95,8 +96,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | No
     if split not in ("train", "val", "test"):
         raise TinyVisionError(f"unknown split {split!r}; valid: train, val, test")
     dev = resolve_device(device)
-    loader = DeviceLoader(getattr(data, split), cfg.eval_batch_size, device=dev, norm=loaded.norm)
-    pred = predict_loader(loaded.model.to(dev), loader, tta=cfg.tta, flip=cfg.flips, precision=cfg.precision)
+    if dev.type == "cpu":
+        configure_threads(cfg.threads)  # oneDNN's kernels and summation order follow the thread count
+    set_determinism(cfg.deterministic, dev)
+    channels_last = use_channels_last(dev, loaded.model)
+    model = loaded.model.to(dev, memory_format=torch.channels_last) if channels_last else loaded.model.to(dev)
+    loader = DeviceLoader(getattr(data, split), cfg.eval_batch_size, device=dev, norm=loaded.norm,
+                          channels_last=channels_last)
+    pred = predict_loader(model, loader, tta=cfg.tta, flip=cfg.flips, precision=cfg.precision)
     report = class_report(pred, data.classes)
     return {"split": split, **split_metrics(pred), "per_class_recall": report.recall,
             "most_confused": report.most_confused, "classes": list(data.classes)}

@@ -27,7 +27,7 @@ from .models import create_model, summarize
 from .models.summary import summary_record
 from .optim import build_optimizer, build_scheduler, init_weights
 from .progress import EpochProgress
-from .runtime import (EXIT_INTERRUPTED, configure_threads, graceful_stop, precision_name, resolve_device,
+from .runtime import (EXIT_INTERRUPTED, check_compile, configure_threads, graceful_stop, precision_name, resolve_device,
                       set_determinism, use_channels_last)
 
 __all__ = ["EXIT_INTERRUPTED", "Setup", "build", "load_data", "train"]
@@ -63,6 +63,8 @@ def build(cfg: RunConfig, data: Optional[ImageDataset] = None) -> Setup:
     channels_last = use_channels_last(device, net)
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
     model = distributed.wrap(net, ctx, device)
+    if cfg.compile:
+        check_compile(device)  # one line naming the missing compiler, not an Inductor traceback
     model = torch.compile(model) if cfg.compile else model
     loader_args = dict(device=device, norm=norm, channels_last=channels_last)
     train_loader = DeviceLoader(data.train, distributed.local_batch_size(cfg.batch_size, ctx),
