@@ -219,3 +219,39 @@ def test_torchrun_with_nccl_runs_or_refuses_in_one_line(tmp_path) -> None:
     else:
         assert proc.returncode != 0
         assert "NCCL needs one GPU per process: use device=cpu (gloo)" in proc.stderr
+
+
+def test_jobs_workers_spread_over_the_visible_gpus(monkeypatch) -> None:
+    """--jobs N: worker i takes cuda:i % count for runs that ask for auto/cuda; explicit devices stay."""
+    import torch
+
+    from tinyvision.experiments import pool
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pool.worker_device("auto") == "auto"  # not in a worker: unchanged
+    picked = []
+    for index in range(4):
+        monkeypatch.setattr(pool, "_index", index)
+        picked.append(pool.worker_device("auto"))
+    assert picked == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert pool.worker_device("cpu") == "cpu" and pool.worker_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pool.worker_device("auto") == "auto"
+
+
+def test_runs_on_the_same_data_share_the_normalisation_statistics() -> None:
+    from tinyvision.config import make_config
+    from tinyvision.data.cached import run_normalization
+    from tinyvision.data.loader import Normalization
+
+    a, b = (run_normalization(make_config(dataset="digits", seed=s, lr=0.01 * (s + 1))) for s in (0, 1))
+    assert a is b  # computed once for both runs
+    assert a == Normalization.from_split(tv_load(make_config(dataset="digits")).train)
+    assert run_normalization(make_config(dataset="digits", train_subset=100)) != a
+
+
+def tv_load(cfg):
+    from tinyvision.data import load_data
+
+    return load_data(cfg)

@@ -20,6 +20,7 @@ from . import distributed, runs
 from .checkpoint import restore_checkpoint, save_checkpoint, save_weights
 from .config import RunConfig, make_config
 from .data import ImageDataset, load_data
+from .data.cached import run_normalization
 from .data.loader import DeviceLoader, Normalization
 from .evaluate import Predictions, class_report, predict_loader, split_metrics
 from .loop import INTERRUPTED, Hooks, Outcome, TrainState, fit
@@ -52,12 +53,11 @@ def build(cfg: RunConfig, data: Optional[ImageDataset] = None) -> Setup:
     if cfg.deterministic:  # cuBLAS reads it once, when CUDA starts: set it before anything touches CUDA
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = distributed.setup(ctx, resolve_device(cfg.device))
-    if device.type == "cpu":
-        configure_threads(cfg.threads)
+    configure_threads(cfg.threads)  # on a GPU too: the CPU side (data, Python) of --jobs workers
     set_determinism(cfg.deterministic, device)
     torch.manual_seed(cfg.seed)
+    norm = run_normalization(cfg) if data is None else Normalization.from_split(data.train)
     data = data or load_data(cfg)
-    norm = Normalization.from_split(data.train)
     net = create_model(cfg.model, data.input_shape, data.num_classes, **cfg.model_overrides())
     init_weights(net, cfg.init)
     channels_last = use_channels_last(device, net)

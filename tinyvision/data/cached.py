@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..config import RunConfig
 from .catalog import ImageDataset, Split, load_dataset
+
+if TYPE_CHECKING:  # the loader imports torch: `tinyvision datasets` runs without it
+    from .loader import Normalization
 
 
 @functools.lru_cache(maxsize=4)
@@ -24,3 +27,22 @@ def load_data(cfg: RunConfig) -> ImageDataset:
         n = cfg.train_subset
         data = dataclasses.replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
     return data
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_normalization(name: str, data_dir: Optional[str], val_size: Any, split_seed: int,
+                          image_size: Optional[int], channels: Optional[int], train_subset: Optional[int],
+                          skip_bad_images: bool) -> "Normalization":
+    from .loader import Normalization
+
+    cfg = RunConfig(dataset=name, data_dir=data_dir, val_size=val_size, split_seed=split_seed,
+                    image_size=image_size, channels=channels, train_subset=train_subset,
+                    skip_bad_images=skip_bad_images)
+    return Normalization.from_split(load_data(cfg).train)
+
+
+def run_normalization(cfg: RunConfig) -> "Normalization":
+    """The training split's per-channel statistics, computed once per process for every run on the
+    same data (compare, sweeps and seeds share them instead of recomputing a pass over the split)."""
+    return _cached_normalization(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed, cfg.image_size,
+                                 cfg.channels, cfg.train_subset, cfg.skip_bad_images)

@@ -13,18 +13,32 @@ import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 _stop: Any = None  # in worker processes: an Event set when the parent is interrupted
+_index: Optional[int] = None  # in worker processes: 0, 1, ... in the order the workers started
 
 
-def _init_worker(stop: Any) -> None:
-    """In each worker process: the interrupt Event, and SIGTERM left fatal."""
+def _init_worker(stop: Any, counter: Any) -> None:
+    """In each worker process: the interrupt Event, its index (which GPU it takes), SIGTERM fatal."""
     from ..runtime import leave_sigterm_fatal
 
-    global _stop
+    global _stop, _index
     _stop = stop
+    with counter.get_lock():
+        _index, counter.value = counter.value, counter.value + 1
     leave_sigterm_fatal()
+
+
+def worker_device(requested: str) -> str:
+    """The device a worker's run uses: with several CUDA GPUs visible, worker i takes cuda:i % count
+    for a run that asks for "auto" or "cuda" (else every worker would land on GPU 0)."""
+    if _index is None or requested not in ("auto", "cuda"):
+        return requested
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{_index % count}" if count else requested
 
 
 def interrupted() -> bool:
@@ -62,9 +76,9 @@ def run_in_processes(fn: Callable[..., Any], calls: Sequence[tuple], workers: in
     if not calls:
         return []
     lost, context = [], get_context("spawn")
-    stop = context.Event()
+    stop, counter = context.Event(), context.Value("i", 0)
     with _ctrl_c_raises(), ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=context,
-                                               initializer=_init_worker, initargs=(stop,)) as pool:
+                                               initializer=_init_worker, initargs=(stop, counter)) as pool:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
         try:
             for future in as_completed(futures):

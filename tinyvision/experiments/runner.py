@@ -94,10 +94,12 @@ def _run_locked(job: RunJob, threads: Optional[int], quiet: bool, prefix: str) -
         return {**previous, "skipped": True}
     try:
         if (job.run_dir / runs.CHECKPOINT).exists() and (job.run_dir / runs.CONFIG).exists():
-            return train(runs.read_config(job.run_dir), run_dir=job.run_dir, resume=True, quiet=quiet,
-                         progress_prefix=prefix)
+            saved = runs.read_config(job.run_dir)
+            saved = saved.model_copy(update={"device": pool.worker_device(saved.device)})
+            return train(saved, run_dir=job.run_dir, resume=True, quiet=quiet, progress_prefix=prefix)
         _reset(job.run_dir)
-        config = {**job.config, "threads": job.config.get("threads") or threads}
+        config = {**job.config, "threads": job.config.get("threads") or threads,
+                  "device": pool.worker_device(job.config.get("device", "auto"))}
         return train(config, run_dir=job.run_dir, quiet=quiet, progress_prefix=prefix)
     except TinyVisionError as exc:
         result = {"status": "failed", "reason": str(exc), "run_dir": str(job.run_dir)}

@@ -257,8 +257,8 @@ def _experiment_plots(doc: Document, exp: ExperimentRecord, metric: str) -> None
                  f"Test {metric} against parameter count (log scale); bars: 95% confidence interval of the "
                  "mean over seeds (Student t), dots: single seeds.")
         doc.plot("comparison_curves", plot_comparison_curves(exp.points, metric=metric),
-                 "Per model: validation (solid) and training (dashed) per epoch, mean ± 1 std band over seeds; "
-                 "dotted: the mean test result.")
+                 "Per model: validation (solid) and training (dotted) per epoch, mean ± 1 std band over seeds; "
+                 "dashed: the mean test result.")
     elif exp.axes:
         axis = main_axis(exp)
         doc.plot("sweep_final", plot_sweep_final(exp.points, axis, others=exp.axes, metric=metric),

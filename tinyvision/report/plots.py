@@ -267,14 +267,14 @@ def _keep_span(ax, span: float) -> None:
 
 def plot_comparison_curves(points: Sequence[PointRecord], *, metric: str = "accuracy",
                            title: str = "Learning curves per model (mean ± 1 std over seeds)") -> Figure:
-    """Per model: loss and accuracy (or error) per epoch, validation solid and train dashed, each a
-    mean ± 1 std band over seeds; the mean test result as a dotted line in the model's colour."""
+    """Per model: loss and accuracy (or error) per epoch, validation solid and train dotted, each a
+    mean ± 1 std band over seeds; the mean test result as a dashed line in the model's colour."""
     ylabel = metric_label(metric)
     points = [p for p in points if p.completed]
     fig, (ax_loss, ax_acc) = new_figure(11, 4.4, ncols=2)
     for point, color in zip(points, _colors(len(points), ordered=False)):
         for ax, key, scale in ((ax_loss, "loss", 1.0), (ax_acc, metric, 100.0)):
-            for split, style in (("val", "-"), ("train", "--")):
+            for split, style in (("val", "-"), ("train", ":")):
                 epochs, mean, std, n = _mean_curve(point, f"{split}_{key}")
                 mean = [scale * m for m in mean]
                 ax.plot(epochs, mean, color=color, linestyle=style,
@@ -284,7 +284,7 @@ def plot_comparison_curves(points: Sequence[PointRecord], *, metric: str = "accu
                                     [m + scale * s for m, s in zip(mean, std)], color=color, alpha=0.15, linewidth=0)
             test = point_summary(point, f"test.{key}" if key != "error" else "test.error")
             if not math.isnan(test.mean):
-                ax.axhline(scale * test.mean, color=color, linestyle=":", linewidth=1.2,
+                ax.axhline(scale * test.mean, color=color, linestyle="--", linewidth=1.2,
                            label=f"{point.name} test {scale * test.mean:.{2 if scale > 1 else 3}f}")
     _style(ax_loss, "loss per epoch", "epoch", LOSS_LABEL)
     _style(ax_acc, f"{metric} per epoch", "epoch", ylabel)
