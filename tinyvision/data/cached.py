@@ -32,7 +32,7 @@ def load_data(cfg: RunConfig) -> ImageDataset:
 @functools.lru_cache(maxsize=8)
 def _cached_normalization(name: str, data_dir: Optional[str], val_size: Any, split_seed: int,
                           image_size: Optional[int], channels: Optional[int], train_subset: Optional[int],
-                          skip_bad_images: bool) -> "Normalization":
+                          skip_bad_images: bool, threads: int) -> "Normalization":
     from .loader import Normalization
 
     cfg = RunConfig(dataset=name, data_dir=data_dir, val_size=val_size, split_seed=split_seed,
@@ -43,6 +43,10 @@ def _cached_normalization(name: str, data_dir: Optional[str], val_size: Any, spl
 
 def run_normalization(cfg: RunConfig) -> "Normalization":
     """The training split's per-channel statistics, computed once per process for every run on the
-    same data (compare, sweeps and seeds share them instead of recomputing a pass over the split)."""
+    same data (compare, sweeps and seeds share them instead of recomputing a pass over the split).
+    Keyed by the thread count too: a float64 reduction's last bits follow it, and a run must get
+    the statistics it would compute alone (a resume in a fresh process is bit-identical)."""
+    import torch
+
     return _cached_normalization(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed, cfg.image_size,
-                                 cfg.channels, cfg.train_subset, cfg.skip_bad_images)
+                                 cfg.channels, cfg.train_subset, cfg.skip_bad_images, torch.get_num_threads())
