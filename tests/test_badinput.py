@@ -370,7 +370,7 @@ def test_an_override_replaced_by_a_flag_is_still_validated(capsys, tmp_path):
 def test_combinations_are_judged_on_the_final_values():
     from tinyvision.config import load_config
 
-    cfg = load_config(None, ["nesterov=true"], optimizer="sgd")  # adam + nesterov alone is invalid
+    cfg = load_config(None, ["nesterov=true", "momentum=0.9"], optimizer="sgd")  # adam + nesterov alone is invalid
     assert cfg.nesterov and cfg.optimizer == "sgd"
 
 

@@ -108,10 +108,15 @@ def test_image_size_only_for_folders():
         load_dataset("digits", image_size=16)
 
 
-@pytest.mark.parametrize("val_size", [0, -5, 0.0, 1.0, 1.5, True, "10", 1350])
+@pytest.mark.parametrize("val_size", [-5, 0.0, 1.0, 1.5, True, "10", 1350])
 def test_val_size_out_of_range(val_size):
     with pytest.raises(ConfigError, match="val_size"):
         load_dataset("digits", val_size=val_size)
+
+
+def test_val_size_zero_keeps_every_training_image():
+    data = load_dataset("digits", val_size=0)
+    assert len(data.val) == 0 and len(data.train) == 1797 - 447 and len(data.test) == 447
 
 
 # ---------------------------------------------------------------------------------------- carve

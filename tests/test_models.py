@@ -170,7 +170,10 @@ def test_nopool_and_same_padding():
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_activation_builds(activation):
     model = create_model("mlp:8", (1, 2, 2), 2, activation=activation)
-    assert type(model.act1) is ACTIVATION_LAYERS[activation]
+    if activation == "none":  # no layer at all: Linear straight into Linear
+        assert [type(m).__name__ for m in model] == ["Flatten", "Linear", "Linear"]
+    else:
+        assert type(model.act1) is ACTIVATION_LAYERS[activation]
 
 
 def test_too_small_input_names_the_layer():

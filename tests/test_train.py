@@ -29,7 +29,7 @@ def test_digits_cnn_reaches_95_percent(tmp_path) -> None:
 
 
 def test_mnist_lenet_one_epoch_reaches_97_percent(tmp_path, shared_data) -> None:
-    cfg = dict(dataset="mnist", data_dir=str(shared_data), model="lenet", optimizer="sgd", lr=0.01,
+    cfg = dict(dataset="mnist", data_dir=str(shared_data), model="lenet", optimizer="sgd", momentum=0.9, lr=0.01,
                batch_size=64, epochs=1)
     result = tv.train(cfg, out=tmp_path, quiet=True)
     assert result["params"] == 431_080

@@ -2,6 +2,8 @@
 
     import tinyvision as tv
     result = tv.train({"dataset": "digits", "model": "digits-cnn", "epochs": 20})
+    result["test"]["accuracy"], result.plot_curves()   # a dict that also shows itself in Jupyter
+    tv.load("runs/...")                                  # any run or experiment directory
 
 Importing the package is light: the public names below load their module (and torch) on first use,
 so `tinyvision --help` and `tinyvision datasets` do not pay for the training stack.
@@ -21,10 +23,11 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
 _LAZY = {  # public name -> the module that defines it
     "RunConfig": "config", "load_config": "config", "make_config": "config",
     "ImageDataset": "data", "list_datasets": "data", "load_dataset": "data",
-    "compare": "experiments",
     "evaluate_run": "inference", "load_model": "inference", "predict_files": "inference",
     "create_model": "models", "list_models": "models", "summarize": "models",
-    "train": "pipeline",
+    # pipeline.train and experiments.compare, returning results that show themselves in a notebook
+    "ExperimentResult": "notebook", "RunResult": "notebook", "compare": "notebook", "load": "notebook",
+    "run": "notebook", "train": "notebook",
 }
 
 __all__ = sorted(["ConfigError", "DataError", "SpecError", "TinyVisionError", "UnknownNameError", *_LAZY])

@@ -208,7 +208,8 @@ def one_line(exc: BaseException) -> str:
 CHECKPOINT_FORMAT = "tinyvision-checkpoint-2"
 _COUNTERS = ("epoch", "step", "best_epoch", "bad_epochs")  # non-negative ints of TrainState
 _RESTORED = ("epoch", "step", "best_loss", "best_epoch", "best_state", "bad_epochs", "history",
-             "stopped_early", "partial")  # TrainState fields saved as they are
+             "stopped_early", "partial", "steps")  # TrainState fields saved as they are
+_ADDED_LATER = {"steps": list}  # absent from checkpoints of earlier versions: restored as empty
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -296,6 +297,6 @@ def _restore(saved: dict[str, Any], state: "TrainState", net: "nn.Module", devic
     if state.scheduler is not None and saved["scheduler"] is not None:
         state.scheduler.load_state_dict(saved["scheduler"])
     for key in _RESTORED:
-        setattr(state, key, saved[key])
+        setattr(state, key, saved[key] if key in saved or key not in _ADDED_LATER else _ADDED_LATER[key]())
     state.best_loss = float(state.best_loss)
     _set_rng_state(saved["rng"], device)

@@ -213,8 +213,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import classify_files, format_prediction, load_model, unreadable_message
     from .tables import to_csv
 
-    if args.csv and Path(args.csv).exists():
-        raise TinyVisionError(f"{args.csv} already exists; choose another --csv file (nothing was overwritten)")
+    for flag, path in (("--csv", args.csv), ("--mistakes", args.mistakes)):
+        if path and Path(path).exists():
+            raise TinyVisionError(f"{path} already exists; choose another {flag} file (nothing was overwritten)")
     loaded = load_model(args.run, trust_pickle=args.trust_pickle)
     classes = len(loaded.meta["classes"])
     if args.top > classes:
@@ -229,9 +230,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .checkpoint import atomic_write
 
         atomic_write(args.csv, to_csv(rows))
+    if args.mistakes:
+        _write_folder_mistakes(loaded, args.paths, args.mistakes)
     for _, reason in failed:  # one line each; the others were classified
         print(f"tinyvision: error: {reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _write_folder_mistakes(loaded: Any, paths: Sequence[str], out: str) -> None:
+    """--mistakes: the folders' wrongly classified images (labels from class sub-folder names),
+    most confident first, in a new CSV file; a line saying how many there are."""
+    from .checkpoint import atomic_write
+    from .errors import DataError
+    from .inference import folder_mistakes
+    from .mistakes import to_csv
+
+    folders = [p for p in paths if Path(p).is_dir()]
+    if not folders:
+        raise DataError("--mistakes needs a folder of class sub-folders (their names are the true labels)")
+    rows = [row for folder in folders for row in folder_mistakes(loaded, folder)]
+    rows.sort(key=lambda r: -r["confidence"])
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    atomic_write(out, to_csv(rows))
+    print(f"{len(rows)} misclassified images (labels from folder names), most confident first: {out}",
+          file=sys.stderr)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -256,11 +279,27 @@ def _finish_experiment(args: argparse.Namespace, exp_dir: Path, rows: list[dict[
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .experiments import load_experiment, run_experiment
+    from .experiments.runner import Shard
 
+    shard = Shard.parse(args.shard) if args.shard else None  # before anything runs
     experiment = load_experiment(args.experiment, overrides=args.overrides, repeats=args.repeats)
     exp_dir = Path(args.exp_dir) if args.exp_dir else Path(args.out) / experiment.spec.name
+    if shard is not None:
+        return _run_shard(args, experiment, exp_dir, shard)
     return _finish_experiment(args, *run_experiment(experiment, exp_dir, jobs=args.jobs, quiet=args.quiet,
                                                     baseline=args.baseline))
+
+
+def _run_shard(args: argparse.Namespace, experiment: Any, exp_dir: Path, shard: Any) -> int:
+    """One shard's runs; the tables and report only once every run of the experiment is finished.
+    Exit 0 when this shard's runs all completed."""
+    from .experiments.runner import run_shard
+
+    done = run_shard(experiment, exp_dir, shard, jobs=args.jobs, quiet=args.quiet, baseline=args.baseline)
+    if done.table is not None:
+        return _finish_experiment(args, done.exp_dir, done.rows, done.table)
+    print(done.waiting_line())
+    return 0 if all(r.get("status") == "completed" for r in done.results) else 1
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -366,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the CSV; at most the model's classes (default: 1)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a .pt/.pth file (loaded with weights_only=True); off by default")
+    p.add_argument("--mistakes", metavar="CSV",
+                   help="for folders of class sub-folders (the folder names are the true labels): write the "
+                        "misclassified images, most confident first, to this new CSV (path, true, predicted, "
+                        "confidence, top-3); never overwritten")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="train several models with the same budget and print a table")
@@ -391,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no per-run output")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html / report.md at the end")
     _add_parallel_options(p)
+    p.add_argument("--shard", metavar="I/N",
+                   help="run only the I-th of N disjoint slices of the runs, I from 0 to N-1 (e.g. "
+                        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-(N-1)); every shard "
+                        "writes into the same --exp-dir; the last to finish writes the tables, else a "
+                        "plain run merges (default: every run)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("lr-find", help="sweep the learning rate up over a few hundred steps and suggest one")
     _add_run_options(p, model_flag=True)

@@ -25,6 +25,30 @@ Optimizer = Literal["sgd", "adam", "adamw", "adamax", "adadelta"]
 Schedule = Literal["none", "exponential", "step", "cosine", "onecycle"]
 Init = Literal["default", "xavier", "kaiming", "normal"]
 Precision = Literal["auto", "fp32", "bf16"]  # resolved by runtime.autocast_dtype
+Activation = Literal["relu", "sigmoid", "tanh", "gelu", "none"]  # none: no nonlinearity
+NORMALIZE_MODES = ("dataset", "none", "unit")
+
+
+class NormalizeStats(BaseModel):
+    """Fixed per-channel statistics in [0, 1] units, as torchvision's Normalize after ToTensor
+    (MNIST's mean 0.1307, std 0.3081): x -> (x / pixel_max - mean) / std. One value serves every channel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    mean: tuple[float, ...] = Field(min_length=1, max_length=4)
+    std: tuple[float, ...] = Field(min_length=1, max_length=4)
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(s <= 0 for s in v):
+            raise ValueError("every std must be > 0")
+        return v
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 class RunConfig(BaseModel):
@@ -43,7 +67,8 @@ class RunConfig(BaseModel):
         None, description="dataset cache folder; None = $TINYVISION_DATA, else the user cache")
     val_size: Optional[Union[int, float]] = Field(
         None, description="validation images carved from train, a count or a fraction; "
-                          "None = the dataset's default")
+                          "None = the dataset's default; 0 = none: train on every training image and "
+                          "evaluate on the test set each epoch (labelled 'test (used as validation)')")
     split_seed: int = Field(
         0, ge=0, description="seeds the validation carve; fixed, so that seeds vary only training")
     train_subset: Optional[int] = Field(
@@ -58,12 +83,20 @@ class RunConfig(BaseModel):
     augment: Literal["none", "translate", "flip-translate"] = Field(
         "none", description="training augmentation, on the device, whole batches at a time")
     translate: int = Field(2, ge=0, le=8, description="largest shift in pixels for augment")
+    normalize: Union[Literal["dataset", "none", "unit"], NormalizeStats] = Field(
+        "dataset", description="input scaling: dataset (standardise with the training split's mean/std), "
+                               "none (values as stored: Digits 0..16, MNIST 0..255), unit (x / max: /255, "
+                               "Digits /16) or {mean: [...], std: [...]} in [0, 1] units (MNIST: 0.1307, 0.3081)")
 
     # model
     model: str = Field(
         "digits-cnn", description="preset name (see `tinyvision models`) or spec, e.g. cnn:16-32/k3/fc128")
-    activation: Optional[Literal["relu", "sigmoid", "tanh", "gelu"]] = Field(
-        None, description="overrides the spec's activation")
+    activation: Optional[Activation] = Field(
+        None, description="overrides the spec's activation (none: no nonlinearity)")
+    conv_activation: Optional[Activation] = Field(
+        None, description="overrides the activation after the convolutions only (spec: conv-act:NAME)")
+    fc_activation: Optional[Activation] = Field(
+        None, description="overrides the activation after the hidden dense layers only (spec: fc-act:NAME)")
     kernel_size: Optional[int] = Field(None, ge=1, le=15, description="overrides the spec's kernel size")
     dropout: Optional[float] = Field(None, ge=0.0, lt=1.0, description="overrides the spec's dropout")
     batch_norm: Optional[bool] = Field(None, description="overrides the spec's batch norm")
@@ -72,7 +105,8 @@ class RunConfig(BaseModel):
     # optimisation
     optimizer: Optimizer = Field("adam", description="optimiser")
     lr: float = Field(1e-3, gt=0.0, le=10.0, description="learning rate")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="momentum (sgd only)")
+    momentum: float = Field(
+        0.0, ge=0.0, lt=1.0, description="momentum (sgd only); 0 = plain SGD, as torch.optim.SGD")
     nesterov: bool = Field(False, description="Nesterov momentum (sgd only; needs momentum > 0)")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
     schedule: Schedule = Field("none", description="learning-rate schedule")
@@ -84,9 +118,18 @@ class RunConfig(BaseModel):
     batch_size: int = Field(64, ge=1, le=1_000_000, description="training batch size")
     epochs: int = Field(10, ge=1, le=100_000, description="number of epochs")
     patience: Optional[int] = Field(
-        None, ge=1, description="early stopping: epochs without validation NLL improvement; None = off")
+        None, ge=1, description="early stopping: stop after this many epochs in a row whose validation NLL "
+                                "is not below the best so far minus min_delta; None = off")
     min_delta: float = Field(
-        0.0, ge=0.0, description="improvement in validation NLL that resets patience")
+        0.0, ge=0.0, description="how far below the best validation NLL an epoch must get to count as better")
+    restore_best: Optional[bool] = Field(
+        None, description="true: evaluate and save the weights of the epoch with the lowest validation NLL; "
+                          "false: the last epoch's; None = true, but false with val_size=0 (no test-picked weights)")
+    eval_before: bool = Field(
+        False, description="evaluate train and validation before the first step: metrics.csv row epoch 0")
+    log_every: Optional[int] = Field(
+        None, ge=1, description="write steps.csv: training loss/accuracy over every N steps, with the lr; "
+                                "None = per-epoch metrics only")
     tta: bool = Field(
         False, description="test-time augmentation at evaluation: 1-px shifts, + mirror with flip augment")
 
@@ -108,8 +151,23 @@ class RunConfig(BaseModel):
             return v
         if isinstance(v, float) and not 0.0 < v < 1.0:
             raise ValueError("a fraction must be in (0, 1)")
-        if isinstance(v, int) and v < 1:
-            raise ValueError("a count must be >= 1")
+        if isinstance(v, int) and v < 0:
+            raise ValueError("a count must be >= 0 (0: no validation split, the test set is watched instead)")
+        return v
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize_form(cls, v: Any) -> Any:
+        # one message instead of pydantic's union of a literal and a model error
+        if (isinstance(v, str) and v not in NORMALIZE_MODES) or not isinstance(v, (str, dict, NormalizeStats)):
+            raise ValueError(f"must be one of {', '.join(NORMALIZE_MODES)} or {{mean: [...], std: [...]}}")
+        if isinstance(v, dict):
+            try:
+                return NormalizeStats.model_validate(v)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
         return v
 
     @field_validator("*", mode="before")
@@ -127,13 +185,18 @@ class RunConfig(BaseModel):
         return self
 
     @property
+    def validates_on_test(self) -> bool:
+        """val_size=0: no validation split; each epoch is evaluated on the test set instead."""
+        return self.val_size == 0
+
+    @property
     def flips(self) -> bool:
         """Trained on mirror images too, so test-time augmentation may average the mirror image."""
         return self.augment == "flip-translate"
 
     def model_overrides(self) -> dict[str, Any]:
         """The spec fields this config overrides (those not left at None)."""
-        fields = ("activation", "kernel_size", "dropout", "batch_norm")
+        fields = ("activation", "conv_activation", "fc_activation", "kernel_size", "dropout", "batch_norm")
         return {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
 
 
@@ -203,6 +266,9 @@ def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunCo
         raise _field_error(exc) from None
 
 
+MAPPING_FIELDS = frozenset({"normalize"})  # fields whose override may be a YAML mapping
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`key=value` -> (key, YAML-typed value): `lr=0.01` gives a float, `model=mlp:40` a string.
 
@@ -216,7 +282,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = load_yaml(raw, source=f"override {key[:40]}") if raw.strip() else None
     except YamlError:
         value = raw
-    if isinstance(value, (dict, list)):  # e.g. model=cnn:16 is a YAML mapping; keep the text
+    if isinstance(value, (dict, list)) and key not in MAPPING_FIELDS:  # e.g. model=cnn: 16; keep the text
         value = raw
     return key, value
 

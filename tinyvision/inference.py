@@ -95,6 +95,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | No
     data = load_data(cfg)
     if split not in ("train", "val", "test"):
         raise TinyVisionError(f"unknown split {split!r}; valid: train, val, test")
+    if len(getattr(data, split)) == 0:
+        why = " (val_size=0: it validated on the test set)" if split == "val" and cfg.validates_on_test else ""
+        raise TinyVisionError(f"{run_dir}: its {split} split has no images{why}; evaluate another split")
     dev = resolve_device(device)
     if dev.type == "cpu":
         configure_threads(cfg.threads)  # oneDNN's kernels and summation order follow the thread count
@@ -208,3 +211,41 @@ def unreadable_message(failed: Sequence[tuple[str, str]], shown: int = 5) -> str
     listed = "; ".join(reason for _, reason in failed[:shown])
     more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
     return f"{len(failed)} images could not be read: {listed}{more}"
+
+
+def label_from_path(path: str | Path, classes: Sequence[str]) -> int | None:
+    """The class an image's folders name (the nearest one named after a class: `pets/test/cat/a.png`
+    -> cat), or None when no folder above it is a class: the label a folder dataset would give it."""
+    index = {c: i for i, c in enumerate(classes)}
+    return next((index[p.name] for p in Path(path).parents if p.name in index), None)
+
+
+def folder_mistakes(loaded: LoadedModel, folder: str | Path) -> list[dict[str, Any]]:
+    """`predict` on a folder of class sub-folders: its wrongly classified images, most confident
+    first, as mistakes.csv's rows (path, true, predicted, confidence, top3, ...; index: position in
+    the folder's sorted image list). Images outside a class folder are left out (no known label);
+    unreadable ones are named in a warning."""
+    import warnings
+
+    from .mistakes import mistake_rows
+
+    classes = list(loaded.meta["classes"])
+    above = Path(folder).absolute().parent  # only the folder and those inside it name classes
+
+    def label(path: str | Path) -> int | None:
+        return label_from_path(Path(path).absolute().relative_to(above), classes)
+
+    files = [f for f in collect_images([folder]) if label(f) is not None]
+    if not files:
+        raise DataError(f"{folder}: no image in a sub-folder named after one of the model's classes "
+                        f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+    rows, failed = classify_files(loaded, files, top=len(classes))
+    if failed:
+        warnings.warn(unreadable_message(failed), stacklevel=2)
+    probs = torch.zeros(len(rows), len(classes))
+    for r, row in enumerate(rows):
+        probs[r, classes.index(row["class"])] = row["probability"]
+        for rank in range(2, len(classes) + 1):
+            probs[r, classes.index(row[f"class_{rank}"])] = row[f"probability_{rank}"]
+    labels = [label(row["path"]) for row in rows]
+    return mistake_rows(probs, labels, classes, [str(Path(row["path"]).absolute()) for row in rows])

@@ -1,8 +1,10 @@
 """The training loop: fit() runs epochs over device-resident batches with early stopping and
 returns why it stopped (an Outcome): finished, stopped early, interrupted, pruned or diverged.
 
-Losses and accuracies accumulate on the device and are read once per epoch. The best weights
-(lowest validation NLL) are restored at the end, so they are the ones a caller evaluates.
+Losses and accuracies accumulate on the device and are read once per epoch (and every log_every
+steps when steps.csv is asked for). The best weights (lowest validation NLL) are restored at the
+end unless cfg.restore_best is false, so they are the ones a caller evaluates. With eval_before,
+an epoch-0 row (before the first step) starts the history.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ class TrainState:
     stopped_early: bool = False
     # partial sums of an interrupted epoch (loss, correct, seen, seconds) for exact resumes
     partial: Optional[dict[str, float]] = None
+    steps: list[dict] = field(default_factory=list)  # steps.csv rows (cfg.log_every)
 
 
 @dataclass
@@ -96,7 +99,9 @@ def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: 
     check_every = 1 if device.type == "cpu" else 50  # a finiteness check is a host sync on GPU
     dtype = autocast_dtype(cfg.precision, device, model)
     step = FusedStep(optimizer)  # optimizer.step(), bit for bit, less its per-call Python
+    log = StepLog(state, cfg.log_every, len(loader), partial.get("window"))
     for x, y in loader:
+        lr_used = log.lr_if_due(optimizer)
         with autocast(device, dtype):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -111,13 +116,14 @@ def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: 
             correct += (logits.argmax(dim=1) == y).sum()
         seen += len(y)
         state.step += 1
+        log.record(lr_used, loss_sum, correct, seen)
         tick()
         if state.step % check_every == 0 and not math.isfinite(loss_sum.item()):
             return _diverged(f"training loss became {float(loss_sum / seen)} at epoch "
                              f"{state.epoch + 1}, step {state.step}")
         if hooks.should_stop():
             state.partial = {"loss": float(loss_sum), "correct": float(correct), "seen": seen,
-                             "seconds": time.perf_counter() - start, "lr": lr_at_start}
+                             "seconds": time.perf_counter() - start, "lr": lr_at_start, "window": log.window}
             return INTERRUPTED
     if not torch.isfinite(loss_sum):
         return _diverged(f"training loss became {float(loss_sum / max(seen, 1))} at epoch {state.epoch + 1}")
@@ -125,6 +131,37 @@ def train_epoch(state: TrainState, loader: DeviceLoader, cfg: RunConfig, hooks: 
     acc = float(correct) / max(seen, 1)
     return {"train_loss": float(loss_sum) / max(seen, 1), "train_accuracy": acc,
             "train_error": 1.0 - acc, "lr": lr_at_start, "seconds": time.perf_counter() - start}
+
+
+class StepLog:
+    """steps.csv rows: every `every` steps (counted over the whole run), the training loss and
+    accuracy of the batches since the previous row or the epoch's start, whichever is later, and
+    the lr of the row's last step. Reads the epoch's device sums only at a row (one host sync)."""
+
+    def __init__(self, state: TrainState, every: Optional[int], steps_per_epoch: int,
+                 window: Optional[list[float]] = None) -> None:
+        self.state, self.every, self.steps_per_epoch = state, every, steps_per_epoch
+        self.window = window or [0.0, 0.0, 0.0, float(state.step)]  # loss, correct, seen, step at its start
+
+    def _due(self, step_in_epoch: int) -> bool:
+        return bool(self.every) and (self.state.epoch * self.steps_per_epoch + step_in_epoch) % self.every == 0
+
+    def lr_if_due(self, optimizer: torch.optim.Optimizer) -> Optional[float]:
+        """The lr of the coming step when it completes a row (before a per-step schedule moves it)."""
+        return current_lr(optimizer) if self._due(self.state.step + 1) else None
+
+    def record(self, lr: Optional[float], loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
+        if lr is None:
+            return
+        loss, hits = float(loss_sum), float(correct)
+        w_loss, w_correct, w_seen, w_step = self.window
+        n = max(seen - w_seen, 1)
+        acc = (hits - w_correct) / n
+        self.state.steps.append({"step": self.state.epoch * self.steps_per_epoch + self.state.step,
+                                 "epoch": self.state.epoch + 1, "batches": self.state.step - int(w_step),
+                                 "train_loss": (loss - w_loss) / n, "train_accuracy": acc,
+                                 "train_error": 1.0 - acc, "lr": lr})
+        self.window = [loss, hits, float(seen), float(self.state.step)]
 
 
 def _diverged(reason: str) -> Outcome:
@@ -142,11 +179,31 @@ def _update_best(state: TrainState, val_loss: float, cfg: RunConfig) -> None:
         state.stopped_early = True
 
 
+def evaluate_before(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
+                    cfg: RunConfig) -> dict:
+    """The epoch-0 row: train and validation loss/accuracy of the initial weights (eval mode, the
+    whole training split in order, unaugmented). Not a candidate for the best epoch."""
+    start = time.perf_counter()
+    train = predict_loader(state.model, train_loader.in_order(cfg.eval_batch_size), precision=cfg.precision)
+    val = predict_loader(state.model, val_loader, precision=cfg.precision)
+    return {"epoch": 0, "train_loss": train.loss, "train_accuracy": train.accuracy,
+            "train_error": 1.0 - train.accuracy, "lr": current_lr(state.optimizer),
+            "seconds": time.perf_counter() - start, "val_loss": val.loss, "val_accuracy": val.accuracy,
+            "val_error": 1.0 - val.accuracy, "val_seconds": val.seconds, "best_epoch": 0}
+
+
 def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
         cfg: RunConfig, hooks: Optional[Hooks] = None) -> Outcome:
-    """Train from state.epoch to cfg.epochs (or early stop) and restore the best weights; any other
-    ending (interrupted, diverged, a hook's) returns at once and leaves the weights as they are."""
+    """Train from state.epoch to cfg.epochs (or early stop) and restore the best weights (unless
+    cfg.restore_best is false); any other ending (interrupted, diverged, a hook's) returns at once
+    and leaves the weights as they are."""
     hooks = hooks or Hooks()
+    if cfg.eval_before and state.epoch == 0 and state.step == 0 and not state.history:
+        row = evaluate_before(state, train_loader, val_loader, cfg)
+        state.history.append(row)
+        ending = hooks.on_epoch_end(state, row)
+        if ending is not None:
+            return ending
     while state.epoch < cfg.epochs and not state.stopped_early:
         trained = train_epoch(state, train_loader, cfg, hooks)
         if isinstance(trained, Outcome):
@@ -166,8 +223,15 @@ def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
         ending = hooks.on_epoch_end(state, row)
         if ending is not None:
             return ending
-    restore_best(state)
+    if restores_best(cfg):
+        restore_best(state)
     return COMPLETED
+
+
+def restores_best(cfg: RunConfig) -> bool:
+    """restore_best as given; unset, true except when validating on the test set (val_size=0),
+    where picking weights by their test score would make that score optimistic."""
+    return cfg.restore_best if cfg.restore_best is not None else not cfg.validates_on_test
 
 
 def restore_best(state: TrainState) -> None:

@@ -84,8 +84,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig,
     if cfg.schedule == "cosine":
         return lr_sched.CosineAnnealingLR(optimizer, T_max=total_steps)
     if cfg.schedule == "onecycle":
+        # plain SGD (momentum 0) stays plain: one-cycle would otherwise cycle a momentum of 0.85-0.95 in
         return lr_sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
-                                   pct_start=0.25, anneal_strategy="linear")
+                                   pct_start=0.25, anneal_strategy="linear",
+                                   cycle_momentum=not (cfg.optimizer == "sgd" and cfg.momentum == 0))
     return None
 
 

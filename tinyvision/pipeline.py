@@ -7,6 +7,7 @@ owners: data (data.load_data), the loop (loop.fit), checkpoints (checkpoint), st
 """
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -16,14 +17,14 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from . import distributed, runs
+from . import distributed, mistakes, runs
 from .checkpoint import restore_checkpoint, save_checkpoint, save_weights
 from .config import RunConfig, make_config
 from .data import ImageDataset, load_data
 from .data.cached import run_normalization
 from .data.loader import DeviceLoader, Normalization
 from .evaluate import Predictions, class_report, predict_loader, split_metrics
-from .loop import INTERRUPTED, Hooks, Outcome, TrainState, fit
+from .loop import INTERRUPTED, Hooks, Outcome, TrainState, fit, restores_best
 from .models import create_model, summarize
 from .models.summary import summary_record
 from .optim import build_optimizer, build_scheduler, init_weights
@@ -32,6 +33,8 @@ from .runtime import (EXIT_INTERRUPTED, check_compile, configure_threads, gracef
                       set_determinism, use_channels_last)
 
 __all__ = ["EXIT_INTERRUPTED", "Setup", "build", "load_data", "train"]
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # each warning once per process (a compare's seeds share it)
 
 
 @dataclass
@@ -56,7 +59,7 @@ def build(cfg: RunConfig, data: Optional[ImageDataset] = None) -> Setup:
     configure_threads(cfg.threads)  # on a GPU too: the CPU side (data, Python) of --jobs workers
     set_determinism(cfg.deterministic, device)
     torch.manual_seed(cfg.seed)
-    norm = run_normalization(cfg) if data is None else Normalization.from_split(data.train)
+    norm = run_normalization(cfg, data)
     data = data or load_data(cfg)
     net = create_model(cfg.model, data.input_shape, data.num_classes, **cfg.model_overrides())
     init_weights(net, cfg.init)
@@ -71,7 +74,8 @@ def build(cfg: RunConfig, data: Optional[ImageDataset] = None) -> Setup:
                                 shuffle=True, seed=cfg.seed, augment=cfg.augment,
                                 translate=cfg.translate, rank=ctx.rank, world_size=ctx.world_size,
                                 **loader_args)
-    val_loader = DeviceLoader(data.val, cfg.eval_batch_size, **loader_args)
+    # val_size=0: no validation split; the test set is watched each epoch (labelled as such)
+    val_loader = DeviceLoader(data.test if cfg.validates_on_test else data.val, cfg.eval_batch_size, **loader_args)
     optimizer = build_optimizer(net, cfg, fused=device.type == "cuda")
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     state = TrainState(model, optimizer, scheduler)
@@ -85,15 +89,38 @@ def weights_metadata(setup: Setup) -> dict[str, Any]:
             "overrides": cfg.model_overrides(), "input_shape": list(data.input_shape),
             "classes": list(data.classes), "num_classes": data.num_classes,
             "mean": list(setup.norm.mean), "std": list(setup.norm.std), "dataset": cfg.dataset,
-            "pixel_max": data.pixel_max, "format": "tinyvision-weights-1"}
+            "pixel_max": data.pixel_max, "normalize": cfg.model_dump()["normalize"],
+            "format": "tinyvision-weights-1"}
 
 
 def _facts(setup: Setup) -> dict[str, Any]:
     """The result.json fields only the live run knows."""
+    cfg, state = setup.cfg, setup.state
     summary = summarize(setup.net, setup.data.input_shape)
-    return {"spec": getattr(setup.net, "spec", setup.cfg.model), "params": summary.params, "macs": summary.macs,
-            "device": str(setup.device), "precision": precision_name(setup.cfg.precision, setup.device, setup.net),
-            "classes": list(setup.data.classes), "layers": summary_record(summary)}
+    return {"spec": getattr(setup.net, "spec", cfg.model), "params": summary.params, "macs": summary.macs,
+            "device": str(setup.device), "precision": precision_name(cfg.precision, setup.device, setup.net),
+            "classes": list(setup.data.classes), "layers": summary_record(summary),
+            "validation": runs.validation_label(cfg, len(setup.data.val)),
+            "evaluated_weights": runs.evaluated_weights(state.best_epoch, state.epoch, restores_best(cfg)),
+            "warnings": test_selection_warnings(cfg)}
+
+
+def _warn_once(messages: list[str]) -> None:
+    for message in messages:
+        if message not in _warned:
+            _warned.add(message)
+            log.warning(message)
+
+
+def test_selection_warnings(cfg: RunConfig) -> list[str]:
+    """What makes the test score optimistic: choices made by watching the test set (val_size=0)."""
+    if not cfg.validates_on_test:
+        return []
+    chosen = [what for what, on in (("early stopping (patience)", cfg.patience is not None),
+                                    ("the best epoch's weights (restore_best)", restores_best(cfg))) if on]
+    return [f"val_size=0 validates on the test set, and {' and '.join(chosen)} is chosen by it: "
+            "the test score is optimistic; hold out a validation split (val_size > 0) for an unbiased one"] \
+        if chosen else []
 
 
 def _predict_test(setup: Setup) -> Predictions:
@@ -126,7 +153,8 @@ def _run_hooks(setup: Setup, run_dir: Optional[Path], progress: EpochProgress, s
     def on_epoch_end(state: TrainState, row: dict) -> Optional[Outcome]:
         progress.end_epoch(row)
         if run_dir is not None:
-            runs.write_metrics(run_dir, state.history)
+            runs.write_metrics(run_dir, state.history, val_name=runs.val_name(setup.cfg))
+            runs.write_steps(run_dir, state.steps)
         if stop():  # a signal during validation: stop here, not a whole epoch later
             return INTERRUPTED
         if run_dir is not None:
@@ -156,6 +184,7 @@ def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: s
     writer = distributed.context().is_writer
     with graceful_stop() as stop, ExitStack() as held:
         setup = build(cfg, data)
+        _warn_once(test_selection_warnings(cfg))
         if writer:
             run_dir = runs.open_run_dir(run_dir, out, cfg, resume=resume, held=held)
         run_dir = Path(run_dir) if run_dir is not None else None
@@ -164,9 +193,12 @@ def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: s
         written = run_dir if writer else None  # where this process writes
         try:
             if written is not None:
-                runs.write_metrics(written, setup.state.history)  # on resume: rows past the checkpoint are redone
+                # on resume: rows past the checkpoint are redone
+                runs.write_metrics(written, setup.state.history, val_name=runs.val_name(cfg))
+                runs.write_steps(written, setup.state.steps)
                 runs.write_result(written, {"status": "running", "started": started})
-            progress = EpochProgress(cfg.epochs, quiet=quiet or not writer, prefix=progress_prefix)
+            progress = EpochProgress(cfg.epochs, quiet=quiet or not writer, prefix=progress_prefix,
+                                     val_name=runs.val_name(cfg))
             outcome = fit(setup.state, setup.train_loader, setup.val_loader, cfg,
                           _run_hooks(setup, written, progress, stop, on_epoch))
             progress.close()
@@ -188,9 +220,11 @@ def _finish(setup: Setup, outcome: Outcome, result: dict[str, Any], written: Opt
     if written is not None:
         if outcome.status == "interrupted":
             save_checkpoint(written / runs.CHECKPOINT, setup.state, setup.net, setup.train_loader)
+        runs.write_steps(written, setup.state.steps)  # rows of a part epoch too
         _save_weights(setup, written, outcome.status)  # the last checkpoint stays: the last good epoch
     if outcome.status == "completed":
         pred = _predict_test(setup)
         result["test"] = summarize_test(pred, setup.data.classes)
         if written is not None:
             runs.write_predictions(written, pred, setup.data.test.images, setup.data.classes)
+            mistakes.write_test_mistakes(written, pred, setup.cfg, setup.data.classes)  # folder datasets

@@ -1,7 +1,9 @@
 """The run directory: the permanent record of one training run.
 
     config.yaml          resolved config; `tinyvision train --config config.yaml` re-runs it
-    metrics.csv          one row per epoch (train/val loss, accuracy, error, lr, seconds)
+    metrics.csv          one row per epoch (train/val loss, accuracy, error, lr, seconds); epoch 0 =
+                         before training (eval_before); test_* columns instead of val_* with val_size=0
+    steps.csv            with log_every=N: a row every N steps (step, epoch, batches, train loss/accuracy, lr)
     result.json          status, test metrics, parameter count, timings, seed, versions
     model.safetensors    best weights + metadata (spec, classes, input shape, normalisation)
     predictions.safetensors  test-set probabilities and labels, and the images the report shows
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 CONFIG, METRICS, RESULT = "config.yaml", "metrics.csv", "result.json"
 WEIGHTS, CHECKPOINT = "model.safetensors", "checkpoint.safetensors"
 PREDICTIONS = "predictions.safetensors"
+STEPS = "steps.csv"
+TEST_AS_VALIDATION = "test (used as validation)"
+_VAL_COLUMNS = ("val_loss", "val_accuracy", "val_error", "val_seconds")
 
 
 def slug(text: str) -> str:
@@ -125,24 +130,69 @@ def read_config(run_dir: str | Path) -> RunConfig:
     return load_config(path)
 
 
-def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    """Rewrite metrics.csv whole (a few KB) so it is never half-written; no rows: no file."""
+def val_name(cfg: RunConfig) -> str:
+    """What the per-epoch evaluation runs on, as metrics.csv names its columns: val or test."""
+    return "test" if cfg.validates_on_test else "val"
+
+
+def validation_label(cfg: RunConfig, val_images: int) -> str:
+    """result.json's "validation": what the per-epoch evaluation and early stopping watched."""
+    return TEST_AS_VALIDATION if cfg.validates_on_test else f"validation split ({val_images} images)"
+
+
+def evaluated_weights(best_epoch: int, epochs_run: int, restore_best: bool) -> str:
+    """result.json's "evaluated_weights": which epoch's weights the test score and model file hold."""
+    if restore_best and best_epoch:
+        return f"best epoch {best_epoch} (lowest validation loss)"
+    return f"last epoch {epochs_run}"
+
+
+def write_metrics(run_dir: Path, rows: list[dict], val_name: str = "val") -> None:
+    """Rewrite metrics.csv whole (a few KB) so it is never half-written; no rows: no file.
+    val_name="test": the val_* columns are written as test_* (validated on the test set)."""
+    if val_name != "val":
+        rows = [{_rename(k, "val_", f"{val_name}_"): v for k, v in row.items()} for row in rows]
+    _write_rows(run_dir / METRICS, rows)
+
+
+def _rename(key: str, old: str, new: str) -> str:
+    return new + key.removeprefix(old) if key.startswith(old) else key
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
     if not rows:
-        (run_dir / METRICS).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         return
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(run_dir / METRICS, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    path = Path(run_dir) / METRICS
+    """metrics.csv's rows; test_* columns (val_size=0) come back under the val_* names every
+    reader uses (result.json's "validation" says what they are)."""
+    rows = _read_rows(Path(run_dir) / METRICS)
+    if rows and "val_loss" not in rows[0] and "test_loss" in rows[0]:
+        rows = [{_rename(k, "test_", "val_"): v for k, v in row.items()} for row in rows]
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with path.open(newline="") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_steps(run_dir: Path, rows: list[dict]) -> None:
+    """steps.csv (log_every), rewritten whole like metrics.csv; no rows: no file."""
+    _write_rows(run_dir / STEPS, rows)
+
+
+def read_steps(run_dir: str | Path) -> list[dict[str, float]]:
+    return _read_rows(Path(run_dir) / STEPS)
 
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> None:
@@ -232,15 +282,16 @@ def build_result(outcome: "Outcome", state: "TrainState", *, cfg: RunConfig, run
                  facts: dict[str, Any]) -> dict[str, Any]:
     """result.json's content for a run that ended with `outcome`; facts: what only the live run
     knows (spec, params, macs, device, precision, classes...). The test metrics are added later."""
-    best = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
-    seconds = sum(r["seconds"] for r in state.history)
+    best = next((r for r in state.history if r["epoch"] == state.best_epoch), None) if state.best_epoch else None
+    trained = [r for r in state.history if r["epoch"] >= 1]  # not eval_before's epoch-0 row
+    seconds = sum(r["seconds"] for r in trained)
     result = {"status": outcome.status, "run_dir": str(run_dir), "dataset": cfg.dataset, "model": cfg.model,
               **facts, "seed": cfg.seed, "threads": torch.get_num_threads(),
               "epochs_run": state.epoch, "best_epoch": state.best_epoch, "stopped_early": state.stopped_early,
               "deterministic": torch.are_deterministic_algorithms_enabled(),
               "best_val": {k.removeprefix("val_"): best[k] for k in ("val_loss", "val_accuracy", "val_error")}
               if best else None,
-              "train_seconds": seconds, "mean_epoch_seconds": seconds / len(state.history) if state.history else None,
+              "train_seconds": seconds, "mean_epoch_seconds": seconds / len(trained) if trained else None,
               "versions": environment()}
     if outcome.reason and outcome.status != "completed":
         result["reason"] = outcome.reason
@@ -352,6 +403,7 @@ def copy_run(src: str | Path, dst: str | Path) -> Path:
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     (dst / CHECKPOINT).unlink(missing_ok=True)
-    for name in (CONFIG, METRICS, WEIGHTS, RESULT):
-        atomic_write(dst / name, (src / name).read_bytes())
+    for name in (CONFIG, METRICS, STEPS, WEIGHTS, RESULT):
+        if name != STEPS or (src / name).exists():  # steps.csv only with log_every
+            atomic_write(dst / name, (src / name).read_bytes())
     return dst

@@ -41,12 +41,22 @@ def _cached_normalization(name: str, data_dir: Optional[str], val_size: Any, spl
     return Normalization.from_split(load_data(cfg).train)
 
 
-def run_normalization(cfg: RunConfig) -> "Normalization":
-    """The training split's per-channel statistics, computed once per process for every run on the
-    same data (compare, sweeps and seeds share them instead of recomputing a pass over the split).
-    Keyed by the thread count too: a float64 reduction's last bits follow it, and a run must get
-    the statistics it would compute alone (a resume in a fresh process is bit-identical)."""
+def run_normalization(cfg: RunConfig, data: Optional[ImageDataset] = None) -> "Normalization":
+    """The input scaling the config asks for (its `normalize`) on its data (`data`: given by the
+    caller instead of the config's dataset). For "dataset", the training split's per-channel
+    statistics, computed once per process for every run on the same data (compare, sweeps and
+    seeds share them instead of recomputing a pass over the split). Keyed by the thread count too:
+    a float64 reduction's last bits follow it, and a run must get the statistics it would compute
+    alone (a resume in a fresh process is bit-identical)."""
     import torch
+
+    from .loader import Normalization
+
+    if cfg.normalize != "dataset":
+        data = data or load_data(cfg)
+        return Normalization.fixed(cfg.normalize, data.input_shape[0], data.pixel_max)
+    if data is not None:
+        return Normalization.from_split(data.train)
 
     return _cached_normalization(cfg.dataset, cfg.data_dir, cfg.val_size, cfg.split_seed, cfg.image_size,
                                  cfg.channels, cfg.train_subset, cfg.skip_bad_images, torch.get_num_threads())

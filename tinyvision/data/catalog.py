@@ -360,8 +360,8 @@ def _check_val_size(val_size: int | float | None) -> None:
         raise ConfigError(f"val_size must be a count or a fraction in (0, 1), got {val_size!r}")
     if isinstance(val_size, float) and not 0.0 < val_size < 1.0:
         raise ConfigError(f"val_size as a fraction must be in (0, 1), got {val_size}")
-    if isinstance(val_size, int) and val_size < 1:
-        raise ConfigError(f"val_size as a count must be >= 1, got {val_size}")
+    if isinstance(val_size, int) and val_size < 0:
+        raise ConfigError(f"val_size as a count must be >= 0 (0: no validation split), got {val_size}")
 
 
 def _val_count(val_size: int | float, n: int) -> int:

@@ -7,13 +7,14 @@ sees exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .augment import augment_batch
 from .catalog import Split
 
@@ -34,6 +35,22 @@ class Normalization:
         mean = x.mean(dim=(0, 2, 3))
         std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
         return cls(tuple(mean.tolist()), tuple(std.tolist()))
+
+    @classmethod
+    def fixed(cls, mode: str | Any, channels: int, pixel_max: float) -> "Normalization":
+        """The config's normalize when it is not "dataset": "none" (values as stored), "unit"
+        (x / pixel_max) or fixed statistics given in [0, 1] units (one value, or one per channel)."""
+        if mode == "none":
+            return cls((0.0,) * channels, (1.0,) * channels)
+        if mode == "unit":
+            return cls((0.0,) * channels, (float(pixel_max),) * channels)
+        mean, std = tuple(mode.mean), tuple(mode.std)
+        for name, values in (("mean", mean), ("std", std)):
+            if len(values) not in (1, channels):
+                raise ConfigError(f"config field 'normalize': {name} has {len(values)} values; the images have "
+                                  f"{channels} channel{'s' * (channels > 1)} (give 1 or {channels})")
+        mean, std = (v * channels if len(v) == 1 else v for v in (mean, std))
+        return cls(tuple(m * pixel_max for m in mean), tuple(s * pixel_max for s in std))
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """uint8/float (B,C,H,W) -> float32 normalised, on the images' device."""
@@ -118,6 +135,14 @@ class DeviceLoader:
 
     def samples_per_rank(self) -> int:
         return len(self.labels) // self.world_size
+
+    def in_order(self, batch_size: int) -> "DeviceLoader":
+        """The same split (sharing its device tensors) in order, unaugmented, whole (every rank):
+        for evaluating the training set (eval_before)."""
+        view = copy.copy(self)
+        view.batch_size, view.shuffle, view.augment, view.drop_last = batch_size, False, "none", False
+        view.rank, view.world_size, view.epoch, view.start_step = 0, 1, 0, 0
+        return view
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step

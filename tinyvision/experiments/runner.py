@@ -6,20 +6,27 @@ processes (pool.py), each given cores // jobs threads so the machine is not over
 runs of a worker that dies (killed, out of memory) are run again in fresh workers, and a Ctrl-C
 stops the running runs at their next step (checkpointed) and starts no other. A run directory
 being written by another process (a second `run` of the same experiment) is left to it.
+
+Shards (--shard I/N): N processes, on one machine or many sharing a file system, each run a
+disjoint slice of the runs into the same experiment directory. The directory is prepared under a
+lock (same experiment.yaml and manifest.json from every shard); the tables are written by the shard
+that finds every run finished, or later by a plain `run`, which skips every finished run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 from .. import runs
 from ..checkpoint import atomic_write
 from ..config import RunConfig
-from ..errors import TinyVisionError
+from ..errors import ConfigError, TinyVisionError
 from . import pool
 from .results import collect, write_tables
 from .spec import DEFAULT_REPEATS, Experiment, Point, build_experiment
@@ -58,12 +65,63 @@ def manifest(experiment: Experiment, exp_dir: Path, jobs: list[RunJob]) -> dict[
 
 
 def prepare_dir(experiment: Experiment, exp_dir: Path) -> list[RunJob]:
-    """Create (or re-open) the experiment directory; refuse one holding a different experiment."""
-    runs.claim_record_dir(exp_dir, SPEC_FILE, experiment.spec.model_dump(),
-                          what="experiment", hint="--out or name")
-    jobs = jobs_of(experiment, exp_dir)
-    atomic_write(exp_dir / MANIFEST, json.dumps(manifest(experiment, exp_dir, jobs), indent=2) + "\n")
+    """Create (or re-open) the experiment directory; refuse one holding a different experiment.
+    Under the directory's lock, so shards started at once agree on which experiment it holds."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    with experiment_lock(exp_dir):
+        runs.claim_record_dir(exp_dir, SPEC_FILE, experiment.spec.model_dump(),
+                              what="experiment", hint="--out or name")
+        jobs = jobs_of(experiment, exp_dir)
+        atomic_write(exp_dir / MANIFEST, json.dumps(manifest(experiment, exp_dir, jobs), indent=2) + "\n")
     return jobs
+
+
+@contextlib.contextmanager
+def experiment_lock(exp_dir: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive lock on the experiment directory (as runs.lock_run_dir locks
+    a run's, but waiting: it is held for the milliseconds of preparing the directory or writing the
+    tables). Where the file system has no locks (some network ones) the work goes on unlocked: every
+    file is written atomically, and shards of one experiment write the same content."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        yield
+        return
+    fd = os.open(exp_dir, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class Shard(NamedTuple):
+    """The index-th (0-based) of `count` disjoint slices of an experiment's runs."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """"I/N" with 0 <= I < N (0-based, as `--array=0-$((N-1))` gives Slurm's task ids)."""
+        head, sep, tail = text.partition("/")
+        try:
+            index, count = int(head), int(tail)
+        except ValueError:
+            index = count = -1
+        if not sep or count < 1 or not 0 <= index < count:
+            raise ConfigError(f"--shard {text[:40]!r}: expected I/N with N >= 1 and I from 0 to N-1 "
+                              "(0-based: 0/3, 1/3 and 2/3 split the runs in three)")
+        return cls(index, count)
+
+    def select(self, jobs: Sequence[RunJob]) -> list[RunJob]:
+        """Every count-th run from the index-th: each shard gets runs of every point, so shards of an
+        experiment whose points cost different amounts take about the same time."""
+        return list(jobs[self.index::self.count])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
 
 def _reset(run_dir: Path) -> None:
@@ -166,8 +224,51 @@ def run_experiment(experiment: Experiment, exp_dir: str | Path, *, jobs: int = 1
     verdicts: each point against `baseline`, a point's label, default the first)."""
     exp_dir = Path(exp_dir)
     execute(prepare_dir(experiment, exp_dir), workers=jobs, quiet=quiet)
-    rows = collect(exp_dir)
-    return exp_dir, rows, write_tables(exp_dir, rows, baseline)
+    return exp_dir, *_tables(exp_dir, baseline)
+
+
+def _tables(exp_dir: Path, baseline: Optional[str]) -> tuple[list[dict[str, Any]], str]:
+    """The rows of every run written so far, and the tables (results.csv, results.md) made from them."""
+    with experiment_lock(exp_dir):  # shards finishing together: one writes at a time
+        rows = collect(exp_dir)
+        return rows, write_tables(exp_dir, rows, baseline)
+
+
+@dataclass
+class ShardOutcome:
+    """What one shard did, and whether the experiment is finished: `table` is None while runs of
+    other shards are not (then no table was written)."""
+
+    exp_dir: Path
+    shard: Shard
+    results: list[dict[str, Any]]  # this shard's runs, in order
+    finished: int  # runs of the whole experiment that are finished (completed or diverged)
+    total: int
+    rows: list[dict[str, Any]]
+    table: Optional[str]
+
+    def waiting_line(self) -> str:
+        return (f"shard {self.shard}: {len(self.results)} run(s) here; {self.finished} of {self.total} runs "
+                f"finished; run without --shard to merge")
+
+
+def run_shard(experiment: Experiment, exp_dir: str | Path, shard: Shard, *, jobs: int = 1, quiet: bool = False,
+              baseline: Optional[str] = None) -> ShardOutcome:
+    """Run this shard's slice of the experiment into `exp_dir` (shared with the other shards); the
+    tables are written only when every run of the experiment is finished."""
+    exp_dir = Path(exp_dir)
+    results = execute(shard.select(prepare_dir(experiment, exp_dir)), workers=jobs, quiet=quiet)
+    finished, total = finished_runs(exp_dir)
+    if finished < total:
+        return ShardOutcome(exp_dir, shard, results, finished, total, collect(exp_dir), None)
+    return ShardOutcome(exp_dir, shard, results, finished, total, *_tables(exp_dir, baseline))
+
+
+def finished_runs(exp_dir: Path) -> tuple[int, int]:
+    """(runs whose result.json says completed or diverged, runs the manifest names)."""
+    names = json.loads((exp_dir / MANIFEST).read_text())["points"]
+    statuses = [(runs.read_result(exp_dir / r["dir"]) or {}).get("status") for p in names for r in p["runs"]]
+    return sum(s in DONE_STATUSES for s in statuses), len(statuses)
 
 
 def compare(models: Sequence[str], base: RunConfig, *, out: str | Path = "runs", repeats: int = DEFAULT_REPEATS,

@@ -158,16 +158,28 @@ def _add_convs(layers: OrderedDict[str, nn.Module], spec: ModelSpec,
         layers[f"conv{i}"] = nn.Conv2d(c, width, k, padding=pad)
         if spec.batch_norm:
             layers[f"bn{i}"] = nn.BatchNorm2d(width)
-        act = ACTIVATION_LAYERS[spec.activation]()
+        act = _activation(spec.conv_act)
         if spec.pool == "none":
-            layers[f"act{i}"] = act
+            _add_optional(layers, f"act{i}", act)
         else:
             pool = POOL_LAYERS[spec.pool](spec.pool_size)  # stride = window
-            if spec.pool == "max" and spec.activation in POOL_COMMUTES:
-                layers[f"pool{i}"], layers[f"act{i}"] = pool, act
+            if spec.pool == "max" and spec.conv_act in POOL_COMMUTES:
+                layers[f"pool{i}"] = pool
+                _add_optional(layers, f"act{i}", act)
             else:
-                layers[f"act{i}"], layers[f"pool{i}"] = act, pool
+                _add_optional(layers, f"act{i}", act)
+                layers[f"pool{i}"] = pool
     return plan[-1][2]
+
+
+def _activation(name: str) -> nn.Module | None:
+    """The activation layer; None for "none" (no layer at all, as in a Sequential written without one)."""
+    return None if name == "none" else ACTIVATION_LAYERS[name]()
+
+
+def _add_optional(layers: OrderedDict[str, nn.Module], name: str, layer: nn.Module | None) -> None:
+    if layer is not None:
+        layers[name] = layer
 
 
 def _shrink(spec: ModelSpec, shape: tuple[int, ...], layer: str, h: int, w: int,
@@ -188,7 +200,7 @@ def _add_dense(layers: OrderedDict[str, nn.Module], spec: ModelSpec, features: i
         layers[fc.format(i)] = nn.Linear(features, width)
         if spec.batch_norm and bn:
             layers[bn.format(i)] = nn.BatchNorm1d(width)
-        layers[act.format(i)] = ACTIVATION_LAYERS[spec.activation]()
+        _add_optional(layers, act.format(i), _activation(spec.fc_act))
         if spec.dropout:
             layers[drop.format(i)] = nn.Dropout(spec.dropout)
         features = width

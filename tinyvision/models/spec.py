@@ -14,14 +14,17 @@ from ..errors import SpecError
 from ..yamlfile import clip
 
 KINDS = ("mlp", "cnn")
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "none")  # none: no nonlinearity (a linear map)
+ACTIVATION_TOKENS = ("relu", "sigmoid", "tanh", "gelu")  # options that set every activation
 POOLS = ("max", "avg", "none")
 OPTIONS = ("k<int>", "p<int>", "same", "valid", "max", "avg", "nopool", "pool<int>",
-           "fc<int>-<int>...", "relu", "sigmoid", "tanh", "gelu", "bn", "drop<float>")
+           "fc<int>-<int>...", "relu", "sigmoid", "tanh", "gelu", "act:<activation>", "conv-act:<activation>",
+           "fc-act:<activation>", "bn", "drop<float>")
 EXAMPLE = "e.g. 'mlp:128-64', 'mlp:linear' or 'cnn:16-32/k3/fc128'"
-CNN_ONLY = ("fc", "kernel_size", "padding", "pool", "pool_size")
+CNN_ONLY = ("fc", "kernel_size", "padding", "pool", "pool_size", "conv_activation")
 _LABELS = {"widths": "width", "fc": "fc width", "kernel_size": "kernel size",
-           "pool_size": "pool size", "batch_norm": "batch norm"}
+           "pool_size": "pool size", "batch_norm": "batch norm", "conv_activation": "conv activation",
+           "fc_activation": "fc activation"}
 _FLOAT = re.compile(r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -40,9 +43,21 @@ class ModelSpec:
     padding: int | None = None  # None = "same" (k // 2, odd kernels only); 0 = "valid"
     pool: str = "max"  # "max" | "avg" | "none", after every conv
     pool_size: int = 2  # pooling window and stride
-    activation: str = "relu"
+    activation: str = "relu"  # after every conv and hidden dense layer, unless one below says otherwise
     dropout: float = 0.0  # after each hidden dense layer
     batch_norm: bool = False
+    conv_activation: str | None = None  # after the convolutions; None = activation
+    fc_activation: str | None = None  # after the hidden dense layers; None = activation
+
+    @property
+    def conv_act(self) -> str:
+        """The activation after each convolution ("none": no layer)."""
+        return self.conv_activation or self.activation
+
+    @property
+    def fc_act(self) -> str:
+        """The activation after each hidden dense layer ("none": no layer)."""
+        return self.fc_activation or self.activation
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -51,6 +66,11 @@ class ModelSpec:
                 object.__setattr__(self, f.name, _CHECKS[f.name](value))
             except _Invalid as e:
                 raise SpecError(f"ModelSpec field {f.name!r} = {clip(value, 80)}: {e}") from None
+        if self.kind == "mlp" and self.fc_activation is not None:  # an MLP is all dense: one spelling
+            object.__setattr__(self, "activation", self.fc_activation)
+        for name in ("conv_activation", "fc_activation"):  # the same as activation: nothing to say
+            if getattr(self, name) == self.activation:
+                object.__setattr__(self, name, None)
         problem = _combination_problem(self)
         if problem:
             raise SpecError(f"ModelSpec field {problem[0]!r}: {problem[1]}")
@@ -69,7 +89,10 @@ class ModelSpec:
             if self.fc:
                 parts.append(f"fc{_join(self.fc)}")
         if self.activation != "relu":
-            parts.append(self.activation)
+            parts.append(self.activation if self.activation in ACTIVATION_TOKENS else f"act:{self.activation}")
+        for name, prefix in (("conv_activation", "conv-act:"), ("fc_activation", "fc-act:")):
+            if getattr(self, name) is not None:
+                parts.append(prefix + getattr(self, name))
         if self.batch_norm:
             parts.append("bn")
         if self.dropout:
@@ -139,8 +162,11 @@ def _option(token: str, kind: str) -> tuple[str, Any]:
 
 
 def _option_value(token: str) -> tuple[str, Any]:
-    if token in ACTIVATIONS:
+    if token in ACTIVATION_TOKENS:
         return "activation", token
+    for prefix, name in _ACTIVATION_PREFIXES:
+        if token.startswith(prefix):
+            return name, token[len(prefix):]
     if token in ("max", "avg", "nopool"):
         return "pool", token
     if token in ("same", "valid"):
@@ -221,6 +247,10 @@ def _check_activation(value: Any) -> str:
     return value
 
 
+def _check_optional_activation(value: Any) -> str | None:
+    return None if value is None else _check_activation(value)
+
+
 def _check_dropout(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise _Invalid("dropout must be a probability in [0, 1)")
@@ -242,10 +272,14 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "pool": _check_pool,
     "pool_size": lambda v: _check_int(v, "pool size", 1),
     "activation": _check_activation,
+    "conv_activation": _check_optional_activation,
+    "fc_activation": _check_optional_activation,
     "dropout": _check_dropout,
     "batch_norm": _check_bool,
 }
 
+# Activation options: act:<name> (everywhere), conv-act:<name>, fc-act:<name> (one part only).
+_ACTIVATION_PREFIXES = (("act:", "activation"), ("conv-act:", "conv_activation"), ("fc-act:", "fc_activation"))
 # Options made of a prefix and a value; "pool" must be tried before "p".
 _PREFIXED = (("pool", "pool_size"), ("p", "padding"), ("k", "kernel_size"), ("fc", "fc"), ("drop", "dropout"))
 _VALUE_PARSERS: dict[str, Callable[[str], Any]] = {

@@ -18,6 +18,8 @@ from ..checkpoint import atomic_write
 from ..errors import DataError, TinyVisionError
 from ..models.summary import summary_from_record
 from ..evaluate import confident_mistakes
+from ..mistakes import MISTAKES as MISTAKES_FILE
+from ..mistakes import mistake_names
 from ..experiments.results import collect, compare_points
 from . import tables
 from .document import Code, Document, Heading, Text, render_markdown
@@ -26,8 +28,7 @@ from .html import render_html
 from .load import (MANIFEST, ExperimentRecord, PointRecord, RunRecord, is_experiment, point_stat, predict_test,
                    read_experiment)
 from .plots import (is_numeric, metric_label, plot_comparison, plot_comparison_curves, plot_learning_curves,
-                    plot_sweep_curves,
-                    plot_sweep_final)
+                    plot_step_curves, plot_sweep_curves, plot_sweep_final, points_validation_name, validation_name)
 
 HTML, MARKDOWN, PLOTS = "report.html", "report.md", "plots"
 log = logging.getLogger(__name__)
@@ -88,7 +89,12 @@ def _read_run(path: Path, problems: list[str]) -> RunRecord:
         problems.append(f"learning curves ({path / runs.METRICS} cannot be read: {type(exc).__name__}: "
                         f"{' '.join(str(exc).split())[:120]})")
         metrics = []
-    return RunRecord(path, metrics, result, result.get("seed"))
+    try:
+        steps = runs.read_steps(path)
+    except _UNREADABLE as exc:
+        problems.append(f"step curves ({path / runs.STEPS} cannot be read: {type(exc).__name__})")
+        steps = []
+    return RunRecord(path, metrics, result, result.get("seed"), steps)
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -138,12 +144,23 @@ def _curves_section(doc: Document, run: RunRecord, metric: str) -> None:
     if not run.metrics:
         doc.add(Text(f"No epochs recorded yet ({runs.METRICS} is missing).", note=True))
         return
-    caption = ("Training and validation per epoch; the dashed line is the test result of the best-epoch "
-               "weights, the dotted line marks the best epoch (lowest validation loss).")
+    watched = validation_name(run.result)
+    weights = run.result.get("evaluated_weights", "best epoch")
+    caption = (f"Training and {watched} per epoch; the dashed line is the test result (weights of the {weights}), "
+               f"the dotted line marks the epoch of lowest {watched} loss.")
+    if run.metrics[0].get("epoch") == 0:
+        caption += " Epoch 0: the initial weights, before the first step."
     smoothing = _config_value(run, "label_smoothing")
     if smoothing:
         caption += f" Training loss includes label smoothing {smoothing}."
     doc.plot("learning_curves", plot_learning_curves(run.metrics, run.result, metric=metric), caption)
+    for warning in run.result.get("warnings", []):
+        doc.add(Text(f"Warning: {warning}.", note=True))
+    if run.steps:
+        every = int(run.steps[0]["step"])
+        doc.plot("step_curves", plot_step_curves([("training", [run.steps])], metric=metric),
+                 f"Training loss and {metric} every {every} steps ({runs.STEPS}): the mean over the batches "
+                 "since the previous point.")
 
 
 def _config_value(run: RunRecord, key: str) -> Any:
@@ -183,11 +200,13 @@ def _predictions_section(doc: Document, run: RunRecord, grid: int, mistakes: int
     idx = confident_mistakes(pred.probs, pred.labels, min(mistakes, runs.GALLERY))
     if idx:
         conf = pred.probs.max(dim=1).values
+        names = mistake_names(run.dir, idx)  # a folder dataset's file names (mistakes.csv), else None
         doc.plot("mistakes", plot_prediction_grid(pred.gallery(idx), pred.labels[idx], pred.predicted[idx],
-                                                  pred.classes, confidence=conf[idx],
+                                                  pred.classes, confidence=conf[idx], names=names,
                                                   title="Most confident mistakes"),
                  f"The {len(idx)} wrongly classified test images the model was most sure of "
-                 "(percentage: probability of the predicted class).")
+                 "(percentage: probability of the predicted class)"
+                 + (f"; under each, its file name (all of them in {MISTAKES_FILE})." if names else "."))
     else:
         doc.add(Text("No test image is misclassified."))
 
@@ -221,6 +240,8 @@ def experiment_document(exp: ExperimentRecord, *, metric: str = "accuracy") -> D
         doc.add(Text(f"{plural(len(exp.skipped), 'run')} {verb} not completed and left out of every number "
                      f"and plot: {listed}.", note=True))
     doc.add(Heading("Results"), tables.points_table(exp, metric))
+    for warning in dict.fromkeys(w for _, r in exp.all_runs for w in r.result.get("warnings", [])):
+        doc.add(Text(f"Warning: {warning}.", note=True))  # each once, however many runs say it
     _differences(doc, exp)
     ready = [p for p in exp.points if p.completed]
     if not ready:
@@ -257,7 +278,8 @@ def _experiment_plots(doc: Document, exp: ExperimentRecord, metric: str) -> None
                  f"Test {metric} against parameter count (log scale); bars: 95% confidence interval of the "
                  "mean over seeds (Student t), dots: single seeds.")
         doc.plot("comparison_curves", plot_comparison_curves(exp.points, metric=metric),
-                 "Per model: validation (solid) and training (dotted) per epoch, mean ± 1 std band over seeds; "
+                 f"Per model: {points_validation_name(exp.points)} (solid) and training (dotted) per epoch, "
+                 "mean ± 1 std band over seeds; "
                  "dashed: the mean test result.")
     elif exp.axes:
         axis = main_axis(exp)
@@ -267,6 +289,12 @@ def _experiment_plots(doc: Document, exp: ExperimentRecord, metric: str) -> None
     doc.add(Heading("Training curves"))
     doc.plot("sweep_curves", plot_sweep_curves(exp.points, metric=metric, ordered=ordered),
              "One curve per point; with repeats, the mean over seeds and a ±1 std band.")
+    series = [(p.label, [r.steps for r in p.completed if r.steps]) for p in exp.points]
+    series = [(label, steps) for label, steps in series if steps]
+    if series:
+        doc.plot("step_curves", plot_step_curves(series, metric=metric),
+                 f"Training loss and {metric} per step ({runs.STEPS}); with repeats, the mean over seeds and a "
+                 "±1 std band: the spread over initialisations and data orders.")
 
 
 def plural(n: int, noun: str) -> str:
@@ -282,6 +310,12 @@ def main_axis(exp: ExperimentRecord) -> str:
     return max(numeric or exp.axes, key=lambda a: spread[a])
 
 
+def _chosen_on(exp: ExperimentRecord) -> str:
+    if points_validation_name(exp.points) == runs.TEST_AS_VALIDATION:
+        return "val_size=0: chosen on the test set, so its test score is optimistic"
+    return "chosen on validation, not on test"
+
+
 def _best_point(doc: Document, exp: ExperimentRecord, metric: str) -> None:
     """The point with the best mean best-validation metric (chosen on validation, not test)."""
     sign = 1 if metric == "accuracy" else -1  # higher accuracy, lower error
@@ -293,7 +327,7 @@ def _best_point(doc: Document, exp: ExperimentRecord, metric: str) -> None:
     best = max((p for p in exp.points if p.completed), key=score)
     run = best.completed[0]
     doc.add(Heading("Best point"),
-            Text(f"{best.label}: highest mean validation {metric} (chosen on validation, not on test). "
+            Text(f"{best.label}: highest mean validation {metric} ({_chosen_on(exp)}). "
                  f"Confusion matrix of its seed {run.seed} run."))
     test = run.result.get("test") or {}
     if test.get("confusion") and run.result.get("classes"):

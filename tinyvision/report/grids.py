@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -69,20 +70,22 @@ def _to_display(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def plot_prediction_grid(images: torch.Tensor | np.ndarray, labels: Sequence[int], predicted: Sequence[int],
                          classes: Sequence[str], *, confidence: Optional[Sequence[float]] = None,
-                         cols: int = 8, title: str = "Test predictions") -> Figure:
+                         cols: int = 8, title: str = "Test predictions",
+                         names: Optional[Sequence[str]] = None) -> Figure:
     """One cell per image titled with predicted and true class; mistakes get a red title and border.
 
-    confidence (the predicted class's probability, 0..1) is appended to each title when given.
+    confidence (the predicted class's probability, 0..1) is appended to each title when given;
+    names (each image's file name, e.g. from mistakes.csv) are written under the images.
     """
     n = len(labels)
     cols = max(1, min(cols, n))
     rows = max(1, -(-n // cols))
-    height = 1.65 * rows + 0.5
+    height = (1.9 if names else 1.65) * rows + 0.5
     fig = blank_figure(1.45 * cols, height, layout=None)  # fixed layout: constrained is slow for many axes
     fig.suptitle(title, y=1 - 0.12 / height)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02 / height, top=1 - 0.85 / height,
-                        wspace=0.1, hspace=0.45)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=(0.3 if names else 0.02) / height, top=1 - 0.85 / height,
+                        wspace=0.1, hspace=0.7 if names else 0.45)
     pixels = _to_display(images) if n else []
     for i, ax in enumerate(axes):
         ax.set_xticks([])
@@ -98,9 +101,17 @@ def plot_prediction_grid(images: torch.Tensor | np.ndarray, labels: Sequence[int
         text = f"pred {classes[pred]}{sure}\ntrue {classes[true]}"
         color = MISTAKE if wrong else CORRECT
         ax.set_title(text, fontsize=8, color=color, fontweight="bold" if wrong else "normal")
+        if names and names[i]:
+            ax.set_xlabel(short_name(names[i]), fontsize=7)
         for spine in ax.spines.values():
             spine.set_color(color if wrong else "0.8")
             spine.set_linewidth(2.5 if wrong else 0.5)
     return fig
 
 
+def short_name(name: str, width: int = 18) -> str:
+    """A file name cut to fit under a grid cell: its start and its extension kept."""
+    if len(name) <= width:
+        return name
+    suffix = Path(name).suffix if len(Path(name).suffix) < width // 2 else ""
+    return name[: width - len(suffix) - 1] + "\u2026" + suffix

@@ -25,6 +25,7 @@ class RunRecord:
     metrics: list[dict[str, float]]
     result: dict[str, Any]
     seed: Optional[int] = None
+    steps: list[dict[str, float]] = field(default_factory=list)  # steps.csv (log_every), else empty
 
     @property
     def status(self) -> str:
@@ -76,7 +77,8 @@ def read_run(run_dir: str | Path, seed: Optional[int] = None) -> RunRecord:
     run_dir = Path(run_dir)
     result = runs.read_result(run_dir) if run_dir.is_dir() else None
     metrics = runs.read_metrics(run_dir) if run_dir.is_dir() else []
-    return RunRecord(run_dir, metrics, result or {}, seed if seed is not None else (result or {}).get("seed"))
+    steps = runs.read_steps(run_dir) if run_dir.is_dir() else []
+    return RunRecord(run_dir, metrics, result or {}, seed if seed is not None else (result or {}).get("seed"), steps)
 
 
 def is_experiment(path: str | Path) -> bool:

@@ -14,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from .. import runs
 from ..errors import TinyVisionError
 from .load import PointRecord, get, mean_std, point_stat, point_summary
 
@@ -80,7 +81,7 @@ def plot_learning_curves(metrics: Sequence[dict[str, float]], result: Optional[d
         ax.plot(epochs, [scale * r[f"train_{key}"] for r in metrics], color=TRAIN, marker=marker,
                 markersize=3, label="train")
         ax.plot(epochs, [scale * r[f"val_{key}"] for r in metrics], color=VAL, marker=marker,
-                markersize=3, label="validation")
+                markersize=3, label=validation_name(result))
         test = get(result, f"test.{key}")
         if test is not None:
             ax.axhline(scale * test, color=TEST, linestyle="--", label=f"test {fmt(scale * test)}")
@@ -96,6 +97,54 @@ def plot_learning_curves(metrics: Sequence[dict[str, float]], result: Optional[d
     if epochs:
         for ax in (ax_loss, ax_acc):
             ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    return fig
+
+
+def validation_name(result: dict[str, Any]) -> str:
+    """What the per-epoch evaluation ran on: "validation", or "test (used as validation)" (val_size=0)."""
+    return runs.TEST_AS_VALIDATION if result.get("validation") == runs.TEST_AS_VALIDATION else "validation"
+
+
+def points_validation_name(points: Sequence[PointRecord]) -> str:
+    """validation_name for an experiment's points: test (used as validation) only if every run was."""
+    results = [r.result for p in points for r in p.completed]
+    names = {validation_name(r) for r in results}
+    return names.pop() if len(names) == 1 else "validation"
+
+
+def _mean_by_step(runs_steps: Sequence[Sequence[dict[str, float]]], key: str
+                  ) -> tuple[list[float], list[float], list[float]]:
+    """(steps, mean, std) of a steps.csv column over runs; a step counts the runs that logged it."""
+    by_step: dict[float, list[float]] = {}
+    for rows in runs_steps:
+        for row in rows:
+            by_step.setdefault(row["step"], []).append(row[key])
+    steps = sorted(by_step)
+    stats = [mean_std(by_step[s]) for s in steps]
+    return steps, [m for m, _ in stats], [s for _, s in stats]
+
+
+def plot_step_curves(series: Sequence[tuple[str, Sequence[Sequence[dict[str, float]]]]], *,
+                     metric: str = "accuracy", title: str = "Training loss and accuracy per step") -> Figure:
+    """Training loss and accuracy (or error) every log_every steps (steps.csv), one curve per
+    (label, runs) series: one run as a line, several (seeds) as their mean and a ±1 std band:
+    the spread over initialisations."""
+    fig, (ax_loss, ax_acc) = new_figure(11, 4, ncols=2)
+    colors = _colors(len(series), ordered=False)
+    for (label, runs_steps), color in zip(series, colors):
+        for ax, key, scale in ((ax_loss, "train_loss", 1.0), (ax_acc, f"train_{metric}", 100.0)):
+            steps, mean, std = _mean_by_step(runs_steps, key)
+            mean = [scale * m for m in mean]
+            n = len(runs_steps)
+            ax.plot(steps, mean, color=color, linewidth=1.2, label=label + (f" (n={n})" if n > 1 else ""))
+            if n > 1:
+                ax.fill_between(steps, [m - scale * s for m, s in zip(mean, std)],
+                                [m + scale * s for m, s in zip(mean, std)], color=color, alpha=0.2, linewidth=0)
+    _style(ax_loss, "training loss per step", "step", LOSS_LABEL)
+    _style(ax_acc, f"training {metric} per step", "step", metric_label(metric))
+    if series:
+        ax_acc.legend(fontsize=8, title="mean ± 1 std" if any(len(r) > 1 for _, r in series) else None)
     fig.suptitle(title)
     return fig
 
@@ -123,7 +172,7 @@ def plot_sweep_curves(points: Sequence[PointRecord], *, metric: str = "accuracy"
     ylabel = metric_label(metric)
     fig, axes = new_figure(11, 4.2, ncols=2)
     points = [p for p in points if p.completed]
-    for ax, split, name in zip(axes, ("train", "val"), ("training", "validation")):
+    for ax, split, name in zip(axes, ("train", "val"), ("training", points_validation_name(points))):
         for point, color in zip(points, _colors(len(points), ordered)):
             epochs, mean, std, n = _mean_curve(point, f"{split}_{metric}")
             mean_pct = [100 * m for m in mean]
@@ -271,6 +320,7 @@ def plot_comparison_curves(points: Sequence[PointRecord], *, metric: str = "accu
     mean ± 1 std band over seeds; the mean test result as a dashed line in the model's colour."""
     ylabel = metric_label(metric)
     points = [p for p in points if p.completed]
+    watched = points_validation_name(points)
     fig, (ax_loss, ax_acc) = new_figure(11, 4.4, ncols=2)
     for point, color in zip(points, _colors(len(points), ordered=False)):
         for ax, key, scale in ((ax_loss, "loss", 1.0), (ax_acc, metric, 100.0)):
@@ -278,7 +328,7 @@ def plot_comparison_curves(points: Sequence[PointRecord], *, metric: str = "accu
                 epochs, mean, std, n = _mean_curve(point, f"{split}_{key}")
                 mean = [scale * m for m in mean]
                 ax.plot(epochs, mean, color=color, linestyle=style,
-                        label=f"{point.name} {'validation' if split == 'val' else 'train'}")
+                        label=f"{point.name} {watched if split == 'val' else 'train'}")
                 if n > 1:
                     ax.fill_between(epochs, [m - scale * s for m, s in zip(mean, std)],
                                     [m + scale * s for m, s in zip(mean, std)], color=color, alpha=0.15, linewidth=0)

@@ -25,6 +25,8 @@ def run_summary_table(result: dict[str, Any], metrics: Sequence[dict[str, float]
         ("parameters", result.get("params"), num), ("MACs per image", result.get("macs"), num),
         ("epochs run", result.get("epochs_run", len(metrics) or None), plain),
         ("best epoch", result.get("best_epoch"), plain), ("stopped early", result.get("stopped_early"), yes_no),
+        ("validated on", result.get("validation"), plain),
+        ("evaluated weights", result.get("evaluated_weights"), plain),
         ("best val loss (nats)", best.get("loss"), num), ("best val accuracy", best.get("accuracy"), pct),
         ("test loss (nats)", test.get("loss"), num), ("test accuracy", test.get("accuracy"), pct),
         ("test error", test.get("error"), pct), ("seed", result.get("seed"), plain),

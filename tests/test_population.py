@@ -1,0 +1,215 @@
+"""Populations against the single runs they stand for: K members trained as one stacked model must
+match K runs of loop.fit (pipeline.build with the same configs) within fp32 tolerance: weights,
+metrics rows, best epochs, early stopping and divergence per member.
+
+Tolerances (measured on this project's 2-core CPU, fp32, one thread): each member's optimiser
+step is the kernel its single run uses, so where the stacked forward and backward round as the
+single model does (the MLPs here, one thread) weights and metrics are bit-identical; grouped
+convolutions round differently, and after one epoch of Digits (16 steps) a CNN's weights differ by
+at most 3e-6 and its metrics by 2e-7 relative. Over several epochs the difference grows chaotically
+where the optimiser amplifies rounding: a CNN with Adam differs by 2e-3 in weights and 8e-4 in
+metrics after 4 epochs (Adam's first steps are lr * sign(g), so a parameter whose gradient is ~0
+moves by the sign of rounding noise; at lr 1e-2 that is 2.5e-3 after one epoch). The one-epoch
+bounds are 30x-50x the measured differences, the later ones 6x-10x, and all far below what a wrong
+learning rate, seed, data order or weight decay gives (1e-2 and more in one epoch).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from tinyvision.config import make_config
+from tinyvision.data import load_data
+from tinyvision.loop import fit
+from tinyvision.pipeline import build
+from tinyvision.population import build_population, check_members, fit_population
+
+ONE_EPOCH = (1e-4, 1e-5)  # weights (absolute), metrics: losses, accuracies, lr (relative)
+LATER = (2e-2, 5e-3)  # after 4 epochs
+METRIC_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+BASE = {"dataset": "digits", "precision": "fp32", "epochs": 1, "threads": 1}  # one thread: steady on a shared machine
+MLP, CNN = "digits-mlp", "digits-cnn"  # 5 dense layers; conv16-conv64-fc256-fc128 (grouped convolutions)
+NEVER_BETTER = {"min_delta": 100.0}  # epoch 1 improves on inf, no later epoch can: stops after `patience`
+
+
+@pytest.fixture(scope="module")
+def digits() -> Any:
+    return load_data(make_config(BASE))
+
+
+def configs(base: dict, members: list[dict]) -> list:
+    return [make_config({**BASE, **base, **m}) for m in members]
+
+
+def single_run(cfg: Any, data: Any) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+    """(outcome, state, final weights) of the run as `tinyvision train` trains it."""
+    setup = build(cfg, data)
+    outcome = fit(setup.state, setup.train_loader, setup.val_loader, cfg)
+    return outcome, setup.state, {k: v.detach().clone() for k, v in setup.net.state_dict().items()}
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def assert_matches_single_runs(cfgs: list, data: Any, tolerances: tuple[float, float]) -> list:
+    """Train the population and each single run; compare member by member. Returns the outcomes."""
+    weights_tol, metrics_tol = tolerances
+    pop = build_population(cfgs, data)
+    outcomes = fit_population(pop)
+    for k, cfg in enumerate(cfgs):
+        outcome, state, weights = single_run(cfg, data)
+        member = pop.members[k]
+        assert (outcomes[k].status, member.stopped_early, member.best_epoch, member.epoch) == \
+            (outcome.status, state.stopped_early, state.best_epoch, state.epoch), f"member {k}"
+        assert len(member.history) == len(state.history), f"member {k}"
+        for mine, theirs in zip(member.history, state.history):
+            assert mine["epoch"] == theirs["epoch"] and mine["best_epoch"] == theirs["best_epoch"]
+            for column in METRIC_COLUMNS:
+                assert mine[column] == pytest.approx(theirs[column], rel=metrics_tol), (k, mine["epoch"], column)
+        if outcome.status == "diverged":
+            assert outcomes[k].reason.split(" at ")[1].split(",")[0] == outcome.reason.split(" at ")[1].split(",")[0]
+        else:
+            assert max_difference(pop.member_model(k).state_dict(), weights) < weights_tol, f"member {k}"
+    return outcomes
+
+
+@pytest.mark.parametrize("model,extra", [(MLP, {}), (CNN, {}), (CNN, {"batch_norm": True}),
+                                         ("mlp:32/bn", {"init": "kaiming"})])
+def test_members_start_bit_exactly_where_their_single_runs_start(model: str, extra: dict, digits) -> None:
+    cfgs = configs({"model": model, **extra}, [{"seed": 3}, {"seed": 0, "init": "xavier"}, {"seed": 7}])
+    pop = build_population(cfgs, digits)
+    for k, cfg in enumerate(cfgs):
+        start = build(cfg, digits).net.state_dict()
+        mine = pop.net.snapshot(k)
+        assert mine.keys() == start.keys()
+        assert all(torch.equal(mine[name], start[name]) for name in start), f"member {k}"
+
+
+SGD = {"optimizer": "sgd", "momentum": 0.9}
+ADAM = {"optimizer": "adam"}
+SGD_MEMBERS = [{"seed": 0, "lr": 0.05}, {"seed": 1, "lr": 0.01, "momentum": 0.5},
+               {"seed": 2, "lr": 0.1, "weight_decay": 1e-3}]
+ADAM_MEMBERS = [{"seed": 0, "lr": 1e-3}, {"seed": 1, "lr": 3e-3}, {"seed": 2, "lr": 2e-3, "weight_decay": 1e-3}]
+
+
+@pytest.mark.parametrize("model,optimizer,members", [
+    (MLP, SGD, SGD_MEMBERS), (MLP, ADAM, ADAM_MEMBERS), (MLP, {"optimizer": "adamw"}, ADAM_MEMBERS),
+    (CNN, SGD, SGD_MEMBERS), (CNN, ADAM, ADAM_MEMBERS),
+    (CNN, {"optimizer": "adamw"}, ADAM_MEMBERS),
+], ids=["mlp-sgd", "mlp-adam", "mlp-adamw", "cnn-sgd", "cnn-adam", "cnn-adamw"])
+def test_one_epoch_matches_single_runs(model: str, optimizer: dict, members: list, digits) -> None:
+    assert_matches_single_runs(configs({"model": model, **optimizer}, members), digits, ONE_EPOCH)
+
+
+@pytest.mark.parametrize("model", [MLP, CNN])
+def test_members_with_one_seed_share_the_batch(model: str, digits) -> None:
+    cfgs = configs({"model": model, **ADAM}, [{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 2e-3, "label_smoothing": 0.1}])
+    assert build_population(cfgs, digits).batches.shared
+    assert_matches_single_runs(cfgs, digits, ONE_EPOCH)
+
+
+@pytest.mark.parametrize("base", [
+    {"model": MLP, "augment": "translate", "translate": 1, "label_smoothing": 0.1},  # augmentation per member
+    {"model": CNN, "batch_norm": True, "optimizer": "sgd", "momentum": 0.9},  # per-member batch statistics
+    {"model": "mlp:64/bn", "schedule": "onecycle", "optimizer": "sgd", "momentum": 0.9},  # cycles momentum too
+    {"model": MLP, "schedule": "exponential", "gamma": 0.5, "epochs": 2, "eval_before": True},
+], ids=["augment", "cnn-bn", "onecycle", "exponential"])
+def test_data_order_augmentation_schedules_and_batch_norm_per_member(base: dict, digits) -> None:
+    members = [{"seed": 0, "lr": 0.003}, {"seed": 1, "lr": 0.001, "label_smoothing": 0.0}, {"seed": 2, "lr": 0.02}]
+    assert_matches_single_runs(configs({"optimizer": "adam", **base}, members), digits, ONE_EPOCH)
+
+
+EARLY = [{"seed": 0, "lr": 0.05, "patience": 1, **NEVER_BETTER},  # stops after epoch 2
+         {"seed": 1, "lr": 0.01, "patience": 2, **NEVER_BETTER, "restore_best": False},  # after 3, keeps epoch 3's
+         {"seed": 3, "lr": 0.02}]  # all 4 epochs
+DIVERGES = {"seed": 2, "lr": 10.0}  # SGD at lr 10, momentum 0.9: NaN within the first epoch (measured: step 6-10)
+
+
+@pytest.mark.parametrize("model", [MLP, CNN])
+def test_members_stop_early_at_different_epochs_and_one_diverges(model: str, digits) -> None:
+    members = [*EARLY[:2], DIVERGES, EARLY[2]]
+    outcomes = assert_matches_single_runs(configs({"model": model, **SGD, "epochs": 4}, members), digits,
+                                          LATER)
+    assert [o.status for o in outcomes] == ["completed", "completed", "diverged", "completed"]
+    assert "training loss became" in outcomes[2].reason
+
+
+@pytest.mark.parametrize("model", [MLP, CNN])
+def test_adam_members_stop_early_at_different_epochs(model: str, digits) -> None:
+    members = [{**m, "lr": m["lr"] / 10} for m in EARLY]
+    assert_matches_single_runs(configs({"model": model, **ADAM, "epochs": 4}, members), digits, LATER)
+
+
+def test_a_stopped_member_keeps_its_weights_while_the_others_train(digits) -> None:
+    cfgs = configs({"model": MLP, **SGD, "epochs": 3}, [{"lr": 0.05, "patience": 1, **NEVER_BETTER,
+                                                        "restore_best": False}, {"seed": 1, "lr": 0.05}])
+    pop = build_population(cfgs, digits)
+    fit_population(pop)
+    stopped, trained = pop.members
+    assert (stopped.epoch, trained.epoch) == (2, 3)
+    assert max_difference(stopped.final_state, pop.net.snapshot(0)) == 0.0  # lr 0 from its stop on
+
+
+def test_a_diverged_member_leaves_the_others_finite(digits) -> None:
+    cfgs = configs({"model": MLP, **SGD, "epochs": 2}, [DIVERGES, {"seed": 1, "lr": 0.05}])
+    pop = build_population(cfgs, digits)
+    outcomes = fit_population(pop)
+    assert [o.status for o in outcomes] == ["diverged", "completed"]
+    assert all(math.isfinite(row["train_loss"]) for row in pop.members[1].history)
+    assert all(torch.isfinite(v).all() for v in pop.member_model(1).state_dict().values())
+
+
+@pytest.mark.parametrize("members,message", [
+    ([{"batch_size": 32}, {"batch_size": 64}], "differ in batch_size"),
+    ([{"model": "mlp:32"}, {"model": "mlp:64"}], "differ in model"),
+    ([{"optimizer": "adamax"}, {"optimizer": "adamax"}], "optimizer adamax"),
+    ([{"model": "mlp:32/drop0.5"}], "Dropout"),
+])
+def test_members_that_cannot_train_together_are_refused(members: list, message: str, digits) -> None:
+    cfgs = configs({"model": MLP}, members)
+    with pytest.raises(ValueError, match=message):
+        check_members(cfgs)
+        build_population(cfgs, digits)
+
+
+@pytest.mark.parametrize("kind,members", [
+    ("sgd", [{"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}, {"lr": 0.05, "momentum": 0.0}, {"lr": 0.5}]),
+    ("sgd", [{"lr": 0.1, "momentum": 0.9, "nesterov": True}, {"lr": 0.05, "momentum": 0.5, "nesterov": True}]),
+    ("adam", [{"lr": 1e-2, "weight_decay": 1e-3}, {"lr": 1e-3}, {"lr": 0.1}]),
+    ("adamw", [{"lr": 1e-2, "weight_decay": 1e-2}, {"lr": 1e-3}, {"lr": 0.1, "weight_decay": 0.1}]),
+])
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "multi-tensor"])
+def test_member_optimiser_steps_as_torch_steps_each_member(kind: str, members: list, fused: bool) -> None:
+    """30 steps of gradients spanning six orders of magnitude: each member's slice moves as torch's
+    optimiser (tinyvision's fused one, optim.build_optimizer) moves that member's single tensor:
+    bit for bit with the kernels, within fp32 rounding with the multi-tensor fallback."""
+    from torch import nn
+
+    from tinyvision.optim import build_optimizer
+    from tinyvision.population.step import MemberOptimizer, MemberSchedules
+
+    nesterov = any(m.get("nesterov") for m in members)
+    cfgs = [make_config({**BASE, "optimizer": kind, **m, "nesterov": nesterov}) for m in members]
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(len(cfgs), 5, 7, generator=gen)
+    grads = [torch.randn(len(cfgs), 5, 7, generator=gen) * 10.0 ** torch.randint(-6, 0, (len(cfgs), 5, 7), generator=gen)
+             for _ in range(30)]
+    stacked = nn.Parameter(start.clone())
+    optimizer = MemberOptimizer([stacked], len(cfgs), kind, nesterov, fused=fused)
+    groups = MemberSchedules(cfgs, 1).groups()
+    for g in grads:
+        stacked.grad = g.clone()
+        optimizer.step(groups, [True] * len(cfgs))
+    for k, cfg in enumerate(cfgs):
+        single = nn.Parameter(start[k].clone())
+        reference = build_optimizer(nn.ParameterList([single]), cfg)
+        for g in grads:
+            single.grad = g[k].clone()
+            reference.step()
+        difference = float((stacked[k] - single).detach().abs().max())
+        assert difference == 0.0 if fused else difference < 1e-6, f"member {k}"

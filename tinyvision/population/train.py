@@ -1,0 +1,223 @@
+"""Train a population: K runs as one model, each member with its own seed, schedule, early stopping
+and outcome.
+
+build_population() makes each member's single model (members.member_net) and stacks them;
+fit_population() runs the epochs. Per step: one forward and backward of the stacked model (loss:
+each member's mean cross-entropy, summed, so gradients stay per member), one per-member optimiser
+step. Per epoch: each member's metrics row, as loop.fit writes it, and its early-stopping
+bookkeeping. A member that stops (early stopping, or a non-finite loss: `diverged`) keeps the
+weights it stopped with (a copy) and gets lr 0; the others go on until every member has stopped.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..config import RunConfig, make_config
+from ..data import ImageDataset, load_data
+from ..data.cached import run_normalization
+from ..data.loader import DeviceLoader, Normalization
+from ..loop import COMPLETED, INTERRUPTED, Outcome, restores_best
+from ..models.build import Classifier
+from ..runtime import (autocast, autocast_dtype, configure_threads, resolve_device, set_determinism,
+                       use_channels_last)
+from .data import MemberBatches
+from .evaluate import evaluate_members, member_losses
+from .members import check_members, member_net
+from .stack import State, StackedNet
+from .step import MemberOptimizer, MemberSchedules
+
+
+@dataclass
+class Member:
+    """One member's bookkeeping: what loop.TrainState holds for a single run."""
+
+    cfg: RunConfig
+    epoch: int = 0  # epochs completed
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: Optional[State] = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+    outcome: Optional[Outcome] = None  # set when the member stops training
+    final_state: Optional[State] = None  # its weights from then on (the best ones where restored)
+
+    @property
+    def active(self) -> bool:
+        return self.outcome is None
+
+
+@dataclass
+class Population:
+    """The live objects of K runs trained as one."""
+
+    members: list[Member]
+    data: ImageDataset
+    norm: Normalization
+    device: torch.device
+    nets: list[Classifier]  # each member's single model: its initial weights, unstacked into at the end
+    net: StackedNet
+    optimizer: MemberOptimizer
+    schedules: MemberSchedules
+    batches: MemberBatches
+    val_loader: DeviceLoader
+    dtype: Optional[torch.dtype]  # autocast, as the single runs resolve it
+    epoch: int = 0
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.members[0].cfg  # the shared fields
+
+    def member_model(self, k: int) -> Classifier:
+        """Member k's single model with the weights it ended with (or its current ones)."""
+        net = self.nets[k]
+        net.load_state_dict(self.members[k].final_state or self.net.snapshot(k))
+        return net
+
+
+def build_population(configs: Sequence[RunConfig | dict], data: Optional[ImageDataset] = None) -> Population:
+    """K members, each starting exactly where its single run (pipeline.build) starts."""
+    cfgs = [c if isinstance(c, RunConfig) else make_config(c) for c in configs]
+    check_members(cfgs)
+    cfg = cfgs[0]
+    device = resolve_device(cfg.device)
+    configure_threads(cfg.threads)
+    set_determinism(cfg.deterministic, device)
+    norm = run_normalization(cfg, data)
+    data = data or load_data(cfg)
+    nets = [member_net(c, data) for c in cfgs]
+    channels_last = use_channels_last(device, nets[0])
+    stacked = StackedNet(nets)
+    stacked = stacked.to(device, memory_format=torch.channels_last) if channels_last else stacked.to(device)
+    args = dict(device=device, norm=norm, channels_last=channels_last)
+    base = DeviceLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.augment,
+                        translate=cfg.translate, **args)
+    val = DeviceLoader(data.test if cfg.validates_on_test else data.val, cfg.eval_batch_size, **args)
+    optimizer = MemberOptimizer(list(stacked.parameters()), len(cfgs), cfg.optimizer, cfg.nesterov)
+    return Population([Member(c) for c in cfgs], data, norm, device, nets, stacked, optimizer,
+                      MemberSchedules(cfgs, len(base)), MemberBatches(base, [c.seed for c in cfgs]), val,
+                      autocast_dtype(cfg.precision, device, nets[0]))
+
+
+def fit_population(pop: Population, should_stop: Callable[[], bool] = lambda: False) -> list[Outcome]:
+    """Train every member to its end (cfg.epochs, early stopping or divergence); returns each
+    member's Outcome. should_stop (polled after every step) ends the members still training with
+    "interrupted" (populations keep no checkpoint yet: they start again)."""
+    if pop.cfg.eval_before and pop.epoch == 0:
+        _epoch_zero(pop)
+    while pop.epoch < pop.cfg.epochs and any(m.active for m in pop.members):
+        trained = _train_epoch(pop, should_stop)
+        if trained is None:
+            for k, member in enumerate(pop.members):
+                if member.active:
+                    _stop(pop, k, INTERRUPTED)
+            break
+        val = evaluate_members(pop.net, pop.val_loader, pop.dtype)
+        pop.schedules.step(per_step=False)
+        pop.epoch += 1
+        for k, member in enumerate(pop.members):
+            if member.active:
+                _end_epoch(pop, k, {"epoch": pop.epoch, **trained[k], **val.row(k, "val")})
+    for k, member in enumerate(pop.members):
+        if member.active:
+            _stop(pop, k, COMPLETED)
+    return [m.outcome for m in pop.members]  # type: ignore[misc]
+
+
+def _epoch_zero(pop: Population) -> None:
+    """eval_before's row for every member: the initial weights on the training split (in order,
+    unaugmented) and on the validation split."""
+    start = time.perf_counter()
+    train = evaluate_members(pop.net, pop.batches.loaders[0].in_order(pop.cfg.eval_batch_size), pop.dtype)
+    val = evaluate_members(pop.net, pop.val_loader, pop.dtype)
+    seconds = (time.perf_counter() - start) / len(pop.members)
+    for k, (member, lr) in enumerate(zip(pop.members, pop.schedules.lrs())):
+        member.history.append({"epoch": 0, **train.row(k, "train"), "lr": lr, "seconds": seconds,
+                               **val.row(k, "val"), "best_epoch": 0})
+        member.history[-1].pop("train_seconds")
+
+
+def _train_epoch(pop: Population, should_stop: Callable[[], bool]) -> Optional[list[dict]]:
+    """One epoch of every member; their metrics rows (train columns), or None when interrupted.
+    A member whose training loss stops being finite is stopped as diverged at that step."""
+    k_all, device = len(pop.members), pop.device
+    loss_sum = torch.zeros(k_all, dtype=torch.float64, device=device)
+    correct = torch.zeros(k_all, dtype=torch.float64, device=device)
+    seen, step = 0, 0
+    lr_at_start, active_at_start = pop.schedules.lrs(), sum(m.active for m in pop.members)
+    check_every = 1 if device.type == "cpu" else 50  # a finiteness check is a host sync on a GPU
+    smoothing = _smoothing(pop, device)
+    start = time.perf_counter()
+    pop.net.train()
+    pop.batches.set_epoch(pop.epoch)
+    active = [m.active for m in pop.members]
+    for x, y in pop.batches:
+        with autocast(device, pop.dtype):
+            logits = pop.net(x)
+        nll, loss = member_losses(logits.float(), y, smoothing)
+        pop.optimizer.zero_grad()
+        loss.sum().backward()
+        pop.optimizer.step(pop.schedules.groups(), active)
+        pop.schedules.step(per_step=True)
+        with torch.no_grad():
+            loss_sum.add_(nll, alpha=y.shape[-1])
+            correct.add_((logits.argmax(dim=-1) == y).sum(dim=-1))
+        seen, step = seen + y.shape[-1], step + 1
+        if step % check_every == 0 and _diverged(pop, loss_sum, seen, f"epoch {pop.epoch + 1}, step {step}"):
+            active = [m.active for m in pop.members]
+        if should_stop():
+            return None
+    _diverged(pop, loss_sum, max(seen, 1), f"epoch {pop.epoch + 1}")
+    seconds = (time.perf_counter() - start) / max(active_at_start, 1)  # each member's share of the epoch
+    acc = (correct / max(seen, 1)).tolist()
+    return [{"train_loss": float(loss_sum[k]) / max(seen, 1), "train_accuracy": acc[k], "train_error": 1.0 - acc[k],
+             "lr": lr_at_start[k], "seconds": seconds} for k in range(k_all)]
+
+
+def _smoothing(pop: Population, device: torch.device) -> Optional[torch.Tensor]:
+    """Each member's label smoothing as a [K] tensor; None when no member smooths."""
+    values = [m.cfg.label_smoothing for m in pop.members]
+    return torch.tensor(values, device=device) if any(values) else None
+
+
+def _diverged(pop: Population, loss_sum: torch.Tensor, seen: int, where: str) -> bool:
+    """Stop, as diverged, every active member whose summed training loss is not finite."""
+    bad = (~torch.isfinite(loss_sum)).tolist()
+    hit = [k for k, member in enumerate(pop.members) if member.active and bad[k]]
+    for k in hit:
+        _stop(pop, k, Outcome("diverged", f"training loss became {float(loss_sum[k]) / seen} at {where}"))
+    return bool(hit)
+
+
+def _end_epoch(pop: Population, k: int, row: dict) -> None:
+    """Member k's epoch bookkeeping, as loop.fit does it for a single run."""
+    member = pop.members[k]
+    member.epoch = pop.epoch
+    if not math.isfinite(row["val_loss"]):
+        _stop(pop, k, Outcome("diverged", f"validation loss became {row['val_loss']} at epoch {pop.epoch}"))
+        return
+    cfg = member.cfg
+    if row["val_loss"] < member.best_loss - cfg.min_delta:
+        member.best_loss, member.best_epoch, member.bad_epochs = row["val_loss"], pop.epoch, 0
+        member.best_state = pop.net.snapshot(k)
+    else:
+        member.bad_epochs += 1
+    member.stopped_early = cfg.patience is not None and member.bad_epochs >= cfg.patience
+    row["best_epoch"] = member.best_epoch
+    member.history.append(row)
+    if member.stopped_early:
+        _stop(pop, k, COMPLETED)
+
+
+def _stop(pop: Population, k: int, outcome: Outcome) -> None:
+    """Member k trains no more: it keeps its weights from here (its best ones when it completed and
+    restores them); the optimiser steps it no more."""
+    member = pop.members[k]
+    member.outcome = outcome
+    restore = outcome.status == "completed" and restores_best(member.cfg) and member.best_state is not None
+    member.final_state = member.best_state if restore else pop.net.snapshot(k)
