@@ -4,13 +4,14 @@ one at a time, measured in one process on the same machine, same data, same devi
     python -m benchmarks.population [--quick] [--epochs N] [--cases A,B] [--members K] [--single-runs N]
                                     [--device auto|cpu|cuda] [--threads N] [--data-dir DIR] [--json PATH]
     python -m benchmarks.population --check [--device cuda]   # members against single runs, on this device
+    python -m benchmarks.population --experiment examples/lr-sweep-adam.yaml [--population 4]
 
 Each side is timed from building its models to the end of its last epoch (tinyvision.pipeline.build
 + loop.fit per run; population.build_population + fit_population per population), validation every
 epoch included; the dataset is loaded once beforehand for both. Test evaluation and run-directory
 files are not in either figure. Cases (issue 14): 12 seeds of mlp-40-40 at batch 64 (each member
 its own batch), a 12-member Adam lr sweep at batch 2048 (one seed: the members share each batch),
-examples/lr-sweep-adam.yaml's 12 runs (4 rates x 3 seeds: one shared-batch population per seed),
+examples/lr-sweep-adam.yaml's 12 runs (4 rates x 3 seeds: one population, a batch per seed),
 8 seeds of lenet; on a GPU also `mnist-fast` (the 99% MNIST recipe) seeds. --members K sets the
 seeds of the seed cases; --single-runs N times only the first N runs one at a time and scales
 their mean to all of them (for long cases on a GPU). This machine may be shared: compare only
@@ -46,15 +47,15 @@ QUICK_SUBSET = {"lenet-seeds": 8192, "mnist-fast-seeds": 8192}  # --quick: fewer
 
 
 def case_configs(name: str, args: argparse.Namespace) -> list[list[RunConfig]]:
-    """The case's runs, grouped into populations: one per seed where members share a seed."""
+    """The case's runs as populations (one each here)."""
     case = CASES[name]
     seeds = range(args.members if args.members and case["seeds"] > 1 and "lrs" not in case else case["seeds"])
     common = {"dataset": "mnist", "epochs": args.epochs, "device": args.device, "data_dir": args.data_dir,
               "threads": args.threads, **case["base"]}
     if args.quick and name in QUICK_SUBSET:
         common["train_subset"] = QUICK_SUBSET[name]
-    if "lrs" in case:  # a population per seed, its members the rates (one shared batch)
-        return [[make_config({**common, "seed": s, "lr": lr}) for lr in case["lrs"]] for s in seeds]
+    if "lrs" in case:  # one population, seed-major: the members of a seed share its batches
+        return [[make_config({**common, "seed": s, "lr": lr}) for s in seeds for lr in case["lrs"]]]
     return [[make_config({**common, "seed": s}) for s in seeds]]
 
 
@@ -114,13 +115,33 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "load_after": os.getloadavg()[0]}
 
 
+def experiment(args: argparse.Namespace) -> dict[str, Any]:
+    """`tinyvision run FILE` end to end (every run's directory, test evaluation, tables; no report),
+    one at a time and with --population N, into fresh directories."""
+    import tempfile
+
+    from tinyvision.experiments import load_experiment, run_experiment
+
+    overrides = [f"data_dir={args.data_dir}"] + ([f"threads={args.threads}"] if args.threads else [])
+    exp = load_experiment(args.experiment, overrides=overrides)
+    load_data(exp.config(exp.points[0], exp.base.seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        times = {n: timed(lambda: run_experiment(exp, Path(tmp) / str(n), quiet=True, population=n), "cpu")[0]
+                 for n in (1, args.population)}
+    runs = len(exp.points) * len(exp.seeds)
+    return {"case": f"run {args.experiment} --population {args.population}", "runs": runs,
+            "one_at_a_time_s": times[1], "population_s": times[args.population], "ratio": times[1] / times[args.population],
+            "runs_per_hour_single": 3600 * runs / times[1], "runs_per_hour_population": 3600 * runs / times[args.population],
+            "load_after": os.getloadavg()[0]}
+
+
 def check(args: argparse.Namespace) -> int:
     """Members against single runs on this device (fp32, deterministic: no TF32): the largest
     weight difference after one epoch; 0 when within 1e-3."""
     cfgs = [make_config({"dataset": "mnist", "data_dir": args.data_dir, "device": args.device, "threads": args.threads,
-                         "model": "lenet", "optimizer": "sgd", "momentum": 0.9, "lr": 0.01 * (k + 1), "seed": k,
-                         "epochs": 1, "train_subset": 4096, "precision": "fp32", "deterministic": True})
-            for k in range(4)]
+                         "model": "lenet", "optimizer": "sgd", "momentum": 0.9, "lr": lr, "seed": k,
+                         "epochs": 1, "train_subset": 1024, "precision": "fp32", "deterministic": True})
+            for k, lr in enumerate([0.01, 0.02, 0.005, 0.01])]  # 16 steps at rates where rounding stays small
     data = load_data(cfgs[0])
     pop = build_population(cfgs, data)
     fit_population(pop)
@@ -151,16 +172,26 @@ def main() -> None:
     parser.add_argument("--single-runs", type=int, default=0,
                         help="time only this many runs one at a time and scale (default: 0 = all)")
     parser.add_argument("--check", action="store_true",
-                        help="instead: 4 lenet members against their single runs (1 epoch, 4096 images), "
+                        help="instead: 4 lenet members against their single runs (16 steps of 64 images), "
                              "max weight difference; exit 1 above 1e-3")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
     parser.add_argument("--threads", type=int, help="torch threads (default: every core)")
     parser.add_argument("--data-dir", default=os.environ.get("TINYVISION_DATA", "/work/shared/datasets"),
                         help="folder holding mnist/ (default: $TINYVISION_DATA, else /work/shared/datasets)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--experiment", type=Path, help="instead: time `tinyvision run` on this file end to end, "
+                                                            "one at a time and with --population")
+    parser.add_argument("--population", type=int, default=12, help="with --experiment (default: 12)")
     args = parser.parse_args()
     if args.check:
         raise SystemExit(check(args))
+    if args.experiment:
+        row = experiment(args)
+        print(f"{row['case']}: {row['runs']} runs, one at a time {row['one_at_a_time_s']:.1f} s, population "
+              f"{row['population_s']:.1f} s: {row['ratio']:.2f}x (load {row['load_after']:.1f})")
+        if args.json:
+            args.json.write_text(json.dumps([row], indent=2) + "\n")
+        return
     print(f"torch {torch.__version__}, {args.threads or os.cpu_count()} threads, device {args.device}, "
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
     rows = []

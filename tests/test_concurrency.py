@@ -197,6 +197,26 @@ def test_ctrl_c_stops_a_parallel_experiment(tmp_path, inherited) -> None:
         assert runs.read_result(d)["status"] == "interrupted" and (d / runs.CHECKPOINT).exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_stops_a_sequential_experiment(tmp_path, how) -> None:
+    """Without --jobs the runs share the process: a stop signal ends the running run with a
+    checkpoint and no later run starts (it used to stop only the run, and the next one began)."""
+    (tmp_path / "exp.yaml").write_text("name: seq\nbase: {dataset: digits, model: 'mlp:512-512', epochs: 40, "
+                                       "batch_size: 16}\ngrid: {lr: [0.001, 0.002, 0.003]}\n")
+    with open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "tinyvision.cli", "run", "exp.yaml", "--exp-dir", "e",
+                                 "--no-report"], cwd=tmp_path, env=env(), stderr=err, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("e/runs/*/seed0/checkpoint.safetensors")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(how)
+    assert proc.wait(timeout=60) == 130
+    assert (tmp_path / "err").read_text().splitlines()[-1] == "tinyvision: interrupted"
+    [started] = [d for d in tmp_path.glob("e/runs/*/seed0") if (d / runs.RESULT).exists()]
+    assert runs.read_result(started)["status"] == "interrupted" and (started / runs.CHECKPOINT).exists()
+
+
 def _spawned_workers(parent: int) -> list[int]:
     """PIDs of the multiprocessing spawn children of `parent` (from /proc; not the resource tracker)."""
     found = []

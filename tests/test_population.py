@@ -113,6 +113,23 @@ def test_members_with_one_seed_share_the_batch(model: str, digits) -> None:
     assert_matches_single_runs(cfgs, digits, ONE_EPOCH)
 
 
+@pytest.mark.parametrize("model", [MLP, CNN])
+@pytest.mark.parametrize("augment", ["none", "translate"])
+def test_members_in_blocks_of_one_seed_share_their_block_batch(model: str, augment: str, digits) -> None:
+    members = [{"seed": 4, "lr": 1e-3}, {"seed": 4, "lr": 3e-3}, {"seed": 1, "lr": 2e-3}, {"seed": 1, "lr": 1e-3},
+               {"seed": 1, "lr": 5e-4}]
+    cfgs = configs({"model": model, **ADAM, "augment": augment, "translate": 1}, members)
+    assert build_population(cfgs, digits).batches.sizes == [2, 3]
+    assert_matches_single_runs(cfgs, digits, ONE_EPOCH)
+
+
+def test_seed_blocks() -> None:
+    from tinyvision.population.data import seed_blocks
+
+    assert seed_blocks([0, 0, 1, 1, 1]) == [2, 3] and seed_blocks([0, 1, 2]) is None
+    assert seed_blocks([0, 1, 0]) is None  # seed 0 in two blocks: a batch per member
+
+
 @pytest.mark.parametrize("base", [
     {"model": MLP, "augment": "translate", "translate": 1, "label_smoothing": 0.1},  # augmentation per member
     {"model": CNN, "batch_norm": True, "optimizer": "sgd", "momentum": 0.9},  # per-member batch statistics
@@ -213,3 +230,90 @@ def test_member_optimiser_steps_as_torch_steps_each_member(kind: str, members: l
             reference.step()
         difference = float((stacked[k] - single).detach().abs().max())
         assert difference == 0.0 if fused else difference < 1e-6, f"member {k}"
+
+
+def run_files(run_dir: Any) -> dict[str, Any]:
+    """What a run directory holds, as the readers (tables, report, evaluate) see it."""
+    from tinyvision import runs
+    from tinyvision.checkpoint import load_weights
+
+    result = runs.read_result(run_dir)
+    weights, meta = load_weights(run_dir / runs.WEIGHTS)
+    return {"files": sorted(p.name for p in run_dir.iterdir() if p.name != runs.CHECKPOINT), "result": result,
+            "metrics": runs.read_metrics(run_dir), "weights": weights, "meta": meta,
+            "predictions": runs.read_predictions(run_dir)}
+
+
+def test_an_experiment_in_populations_writes_what_one_at_a_time_writes(tmp_path) -> None:
+    """--population 3: the 4 Adam runs train as populations of 3 and 1, the 4 Adamax runs (no
+    population optimiser) one at a time; every run directory reads as the one-at-a-time run's."""
+    from tinyvision import runs as runs_of
+    from tinyvision.experiments import build_experiment, run_experiment
+    from tinyvision.experiments.runner import plan, prepare_dir
+
+    spec = {"name": "pop", "base": {**BASE, "model": MLP, "epochs": 2, "patience": 1},
+            "grid": {"optimizer": ["adam", "adamax"], "lr": [0.01, 0.003]}, "repeats": 2}
+    jobs = prepare_dir(build_experiment(spec), tmp_path / "plan")
+    assert [len(unit) for unit in plan(jobs, range(len(jobs)), 3)] == [3, 1, 1, 1, 1, 1]
+    _, grouped, table = run_experiment(build_experiment(spec), tmp_path / "grouped", quiet=True, population=3)
+    _, alone, _ = run_experiment(build_experiment(spec), tmp_path / "alone", quiet=True)
+    assert [r["completed"] for r in grouped] == [2, 2, 2, 2] and "±" in table
+    for mine_dir in sorted((tmp_path / "grouped" / "runs").glob("*/seed*")):
+        mine, theirs = run_files(mine_dir), run_files(tmp_path / "alone" / mine_dir.relative_to(tmp_path / "grouped"))
+        assert mine["files"] == theirs["files"], mine_dir
+        skip = {"run_dir", "started", "finished", "total_seconds", "train_seconds", "mean_epoch_seconds",
+                "versions", "population", "test", "best_val"}
+        assert {k: v for k, v in mine["result"].items() if k not in skip} == \
+            {k: v for k, v in theirs["result"].items() if k not in skip}
+        assert mine["result"]["test"]["loss"] == pytest.approx(theirs["result"]["test"]["loss"], rel=1e-5)
+        assert mine["meta"] == theirs["meta"] and max_difference(mine["weights"], theirs["weights"]) < 1e-4
+        assert torch.allclose(mine["predictions"].probs, theirs["predictions"].probs, atol=1e-5)
+        assert [r["epoch"] for r in mine["metrics"]] == [r["epoch"] for r in theirs["metrics"]]
+    members = [runs_of.read_result(d).get("population") for d in (tmp_path / "grouped" / "runs").glob("*/seed*")]
+    assert sorted(m["member"] for m in members if m) == [0, 1, 2]  # one population of 3; the rest alone
+    for a, b in zip(grouped, alone):
+        assert a["test_accuracy_mean"] == pytest.approx(b["test_accuracy_mean"], abs=1e-9)
+
+
+@pytest.mark.parametrize("optimizer", [ADAM, SGD], ids=["adam", "sgd"])
+def test_a_member_checkpoint_extends_like_its_single_run(optimizer: dict, tmp_path, digits) -> None:
+    """A completed member leaves its single run's checkpoint: `train --resume` with more epochs
+    continues it as it continues the run trained alone."""
+    from tinyvision import runs
+    from tinyvision.checkpoint import load_weights
+    from tinyvision.pipeline import train
+    from tinyvision.population.run import train_members
+
+    cfgs = configs({"model": MLP, **optimizer, "epochs": 2, "schedule": "exponential", "gamma": 0.5},
+                   [{"seed": 0, "lr": 0.003}, {"seed": 1, "lr": 0.001}])
+    train_members(cfgs, [tmp_path / "pop" / str(k) for k in range(2)], data=digits)
+    for k, cfg in enumerate(cfgs):
+        train(cfg, run_dir=tmp_path / "alone" / str(k), data=digits, quiet=True)
+        for side in ("pop", "alone"):
+            run_dir = tmp_path / side / str(k)
+            longer = runs.read_config(run_dir).model_copy(update={"epochs": 3})
+            runs.write_config(run_dir, longer)
+            assert train(longer, run_dir=run_dir, data=digits, resume=True, quiet=True)["epochs_run"] == 3
+        mine, theirs = (load_weights(tmp_path / side / str(k) / runs.WEIGHTS)[0] for side in ("pop", "alone"))
+        assert max_difference(mine, theirs) < ONE_EPOCH[0]
+        rows = [runs.read_metrics(tmp_path / side / str(k)) for side in ("pop", "alone")]
+        assert [r["lr"] for r in rows[0]] == [r["lr"] for r in rows[1]] == [cfg.lr, cfg.lr / 2, cfg.lr / 4]
+
+
+@pytest.mark.slow
+def test_run_with_jobs_and_population_from_the_command_line(tmp_path) -> None:
+    """`tinyvision run EXP --jobs 2 --population 2`: two worker processes, each training a population."""
+    import yaml
+
+    from tinyvision import runs
+    from tinyvision.cli import main
+
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"name": "p", "base": {**BASE, "model": MLP, "epochs": 2},
+                                                       "repeats": 4}))
+    code = main(["run", str(tmp_path / "exp.yaml"), "--exp-dir", str(tmp_path / "p"), "--jobs", "2",
+                 "--population", "2", "--quiet", "--no-report"])
+    results = [runs.read_result(d) for d in sorted((tmp_path / "p" / "runs").glob("*/seed*"))]
+    assert code == 0 and [r["status"] for r in results] == ["completed"] * 4
+    assert sorted((r["population"]["members"], r["population"]["member"]) for r in results) == \
+        [(2, 0), (2, 0), (2, 1), (2, 1)]
+    assert (tmp_path / "p" / "results.csv").exists()

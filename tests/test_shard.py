@@ -16,7 +16,7 @@ from tinyvision.checkpoint import load_weights
 from tinyvision.cli import main
 from tinyvision.errors import ConfigError
 from tinyvision.experiments import build_experiment, run_experiment
-from tinyvision.experiments.runner import Shard, finished_runs, jobs_of, run_shard
+from tinyvision.experiments.runner import Shard, finished_runs, jobs_of
 
 REPO = Path(__file__).resolve().parents[1]
 # 6 runs (3 points x 2 seeds), about a second each; threads=1 so that three shard processes on two

@@ -287,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shard is not None:
         return _run_shard(args, experiment, exp_dir, shard)
     return _finish_experiment(args, *run_experiment(experiment, exp_dir, jobs=args.jobs, quiet=args.quiet,
-                                                    baseline=args.baseline))
+                                                    baseline=args.baseline, population=args.population))
 
 
 def _run_shard(args: argparse.Namespace, experiment: Any, exp_dir: Path, shard: Any) -> int:
@@ -295,7 +295,8 @@ def _run_shard(args: argparse.Namespace, experiment: Any, exp_dir: Path, shard: 
     Exit 0 when this shard's runs all completed."""
     from .experiments.runner import run_shard
 
-    done = run_shard(experiment, exp_dir, shard, jobs=args.jobs, quiet=args.quiet, baseline=args.baseline)
+    done = run_shard(experiment, exp_dir, shard, jobs=args.jobs, quiet=args.quiet, baseline=args.baseline,
+                     population=args.population)
     if done.table is not None:
         return _finish_experiment(args, done.exp_dir, done.rows, done.table)
     print(done.waiting_line())
@@ -439,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-(N-1)); every shard "
                         "writes into the same --exp-dir; the last to finish writes the tables, else a "
                         "plain run merges (default: every run)")
+    p.add_argument("--population", type=_positive_int, default=1, metavar="N",
+                   help="train runs that differ only in seed, init, lr, weight decay, momentum, label "
+                        "smoothing or early stopping together, as populations of at most N (one stacked "
+                        "model; each run's directory as usual; a killed population starts over, no "
+                        "checkpoint) (default: 1, one at a time)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("lr-find", help="sweep the learning rate up over a few hundred steps and suggest one")
     _add_run_options(p, model_flag=True)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 from .. import runs
 from ..checkpoint import atomic_write
-from ..config import RunConfig
+from ..config import RunConfig, make_config
 from ..errors import ConfigError, TinyVisionError
 from . import pool
 from .results import collect, write_tables
@@ -165,6 +165,67 @@ def _run_locked(job: RunJob, threads: Optional[int], quiet: bool, prefix: str) -
         return result
 
 
+def run_group(group: Sequence[RunJob], threads: Optional[int] = None, quiet: bool = True,
+              prefix: str = "") -> list[dict[str, Any]]:
+    """Train runs that can share a population as one (population.run.train_members); each run that
+    is done, busy or resumable from its checkpoint is handled as run_job handles it. One result per run."""
+    if len(group) == 1:
+        return [run_job(group[0], threads, quiet, prefix)]
+    if pool.interrupted():
+        return [run_job(job) for job in group]  # each says "not started"
+    results: dict[int, dict[str, Any]] = {}
+    with contextlib.ExitStack() as held:
+        fresh = []
+        for i, job in enumerate(group):
+            job.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                held.enter_context(runs.lock_run_dir(job.run_dir))
+            except runs.RunDirBusy as exc:
+                results[i] = {"status": "busy", "reason": str(exc), "run_dir": str(job.run_dir), "skipped": True}
+                continue
+            if _is_done(job) or (job.run_dir / runs.CHECKPOINT).exists():
+                results[i] = _run_locked(job, threads, quiet, prefix)  # skipped, or resumed alone
+            else:
+                fresh.append(i)
+        results.update(zip(fresh, _train_population([group[i] for i in fresh], threads, quiet, prefix)))
+    return [results[i] for i in range(len(group))]
+
+
+def _is_done(job: RunJob) -> bool:
+    previous = runs.read_result(job.run_dir) if (job.run_dir / runs.RESULT).exists() else None
+    return bool(previous) and previous.get("status") in DONE_STATUSES
+
+
+def _train_population(jobs: list[RunJob], threads: Optional[int], quiet: bool, prefix: str) -> list[dict[str, Any]]:
+    """New runs (directories locked by the caller) trained as one population; a failure is each
+    run's result."""
+    if len(jobs) <= 1:
+        return [_run_locked(job, threads, quiet, prefix) for job in jobs]
+    from ..population.run import train_members  # imported here: worker processes start light
+
+    for job in jobs:
+        _reset(job.run_dir)
+    configs = [{**job.config, "threads": job.config.get("threads") or threads,
+                "device": pool.worker_device(job.config.get("device", "auto"))} for job in jobs]
+    try:
+        return train_members([make_config(c) for c in configs], [job.run_dir for job in jobs])
+    except TinyVisionError as exc:
+        failed = [{"status": "failed", "reason": str(exc), "run_dir": str(job.run_dir)} for job in jobs]
+        for job, result in zip(jobs, failed):
+            runs.write_result(job.run_dir, result)
+        return failed
+
+
+def plan(jobs: Sequence[RunJob], indices: Sequence[int], population: int) -> list[list[int]]:
+    """jobs[indices] in populations of at most `population` runs that can train together."""
+    if population <= 1:
+        return [[i] for i in indices]
+    from ..population.members import plan_groups
+
+    groups = plan_groups([make_config(jobs[i].config) for i in indices], population)
+    return [[indices[k] for k in group] for group in groups]
+
+
 def _describe(job: RunJob, result: dict[str, Any]) -> str:
     test = result.get("test") or {}
     acc = f"test acc {100 * test['accuracy']:.2f}%" if test else result.get("status", "?")
@@ -176,8 +237,9 @@ def _describe(job: RunJob, result: dict[str, Any]) -> str:
 
 
 def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
-            on_result: Optional[Callable[[RunJob, dict], None]] = None) -> list[dict[str, Any]]:
-    """Run jobs (in order when workers == 1) and return their results in job order."""
+            on_result: Optional[Callable[[RunJob, dict], None]] = None, population: int = 1) -> list[dict[str, Any]]:
+    """Run jobs (in order when workers == 1) and return their results in job order. population > 1:
+    runs that can train together do, in populations of at most that many (run_group)."""
     results: list[Optional[dict]] = [None] * len(jobs)
 
     def done(i: int, result: dict) -> None:
@@ -189,15 +251,18 @@ def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
             on_result(jobs[i], result)
 
     if workers <= 1:
-        for i, job in enumerate(jobs):
-            position = f"[{i + 1}/{len(jobs)}] {job.point.label} seed {job.seed}"
+        for unit in plan(jobs, range(len(jobs)), population):
+            position = _position(jobs, unit)
             if not quiet:
                 print(f"{position}: started", file=sys.stderr, flush=True)
-            done(i, run_job(job, quiet=quiet, prefix=f"{position} "))
+            for i, result in zip(unit, run_group([jobs[i] for i in unit], quiet=quiet, prefix=f"{position} ")):
+                done(i, result)
+            if any(results[i]["status"] == "interrupted" for i in unit):  # Ctrl-C/SIGTERM: no other starts
+                raise KeyboardInterrupt  # as --jobs N does; re-running the command resumes it
         return results  # type: ignore[return-value]
     threads, pending = pool.threads_per_worker(workers), list(range(len(jobs)))
     for _ in range(POOL_ROUNDS):
-        pending = _pool_round(jobs, pending, workers, threads, done)
+        pending = _pool_round(jobs, plan(jobs, pending, population), workers, threads, done)
         if not pending:
             return results  # type: ignore[return-value]
         print(f"a worker process died; running its {len(pending)} unfinished run(s) again",
@@ -208,22 +273,36 @@ def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
     return results  # type: ignore[return-value]
 
 
-def _pool_round(jobs: list[RunJob], pending: list[int], workers: int, threads: int,
+def _position(jobs: list[RunJob], unit: list[int]) -> str:
+    if len(unit) == 1:
+        job = jobs[unit[0]]
+        return f"[{unit[0] + 1}/{len(jobs)}] {job.point.label} seed {job.seed}"
+    return f"[{len(unit)} of {len(jobs)}] population of " + ", ".join(
+        f"{jobs[i].point.label} seed {jobs[i].seed}" for i in unit)
+
+
+def _pool_round(jobs: list[RunJob], units: list[list[int]], workers: int, threads: int,
                 done: Callable[[int, dict], None]) -> list[int]:
-    """Run jobs[pending] in a fresh pool; the indices lost with a dead worker (the pool then fails)."""
-    lost = pool.run_in_processes(run_job, [(jobs[i], threads) for i in pending], workers,
-                                 lambda k, result: done(pending[k], result))
-    return [pending[k] for k in lost]
+    """Run each unit (a run, or runs trained as a population) in a fresh pool; the job indices lost
+    with a dead worker (the pool then fails)."""
+    def finished(u: int, results: list[dict]) -> None:
+        for i, result in zip(units[u], results):
+            done(i, result)
+
+    lost = pool.run_in_processes(run_group, [([jobs[i] for i in unit], threads) for unit in units], workers,
+                                 finished)
+    return [i for u in lost for i in units[u]]
 
 
 # -- the entry points ----------------------------------------------------------------------------
 
 def run_experiment(experiment: Experiment, exp_dir: str | Path, *, jobs: int = 1, quiet: bool = False,
-                   baseline: Optional[str] = None) -> tuple[Path, list[dict[str, Any]], str]:
+                   baseline: Optional[str] = None, population: int = 1) -> tuple[Path, list[dict[str, Any]], str]:
     """Run (or resume) an experiment; returns (directory, one row per point, text table with the
-    verdicts: each point against `baseline`, a point's label, default the first)."""
+    verdicts: each point against `baseline`, a point's label, default the first). population > 1:
+    compatible runs train as populations of at most that many (same files, same tables)."""
     exp_dir = Path(exp_dir)
-    execute(prepare_dir(experiment, exp_dir), workers=jobs, quiet=quiet)
+    execute(prepare_dir(experiment, exp_dir), workers=jobs, quiet=quiet, population=population)
     return exp_dir, *_tables(exp_dir, baseline)
 
 
@@ -253,11 +332,12 @@ class ShardOutcome:
 
 
 def run_shard(experiment: Experiment, exp_dir: str | Path, shard: Shard, *, jobs: int = 1, quiet: bool = False,
-              baseline: Optional[str] = None) -> ShardOutcome:
+              baseline: Optional[str] = None, population: int = 1) -> ShardOutcome:
     """Run this shard's slice of the experiment into `exp_dir` (shared with the other shards); the
     tables are written only when every run of the experiment is finished."""
     exp_dir = Path(exp_dir)
-    results = execute(shard.select(prepare_dir(experiment, exp_dir)), workers=jobs, quiet=quiet)
+    results = execute(shard.select(prepare_dir(experiment, exp_dir)), workers=jobs, quiet=quiet,
+                      population=population)
     finished, total = finished_runs(exp_dir)
     if finished < total:
         return ShardOutcome(exp_dir, shard, results, finished, total, collect(exp_dir), None)
@@ -273,7 +353,7 @@ def finished_runs(exp_dir: Path) -> tuple[int, int]:
 
 def compare(models: Sequence[str], base: RunConfig, *, out: str | Path = "runs", repeats: int = DEFAULT_REPEATS,
             jobs: int = 1, exp_dir: Optional[str | Path] = None, quiet: bool = False,
-            baseline: Optional[str] = None) -> tuple[Path, list[dict[str, Any]], str]:
+            baseline: Optional[str] = None, population: int = 1) -> tuple[Path, list[dict[str, Any]], str]:
     """Train each model with the same budget (data, epochs, optimiser) over `repeats` seeds: the base
     config; returns (experiment dir, rows, printed table and verdicts against `baseline`, default
     the first model)."""
@@ -281,4 +361,4 @@ def compare(models: Sequence[str], base: RunConfig, *, out: str | Path = "runs",
     experiment = build_experiment({"name": name, "kind": "compare", "base": base.model_dump(),
                                    "zip": {"model": list(models)}, "repeats": repeats})
     return run_experiment(experiment, Path(exp_dir or Path(out) / name), jobs=jobs, quiet=quiet,
-                          baseline=baseline)
+                          baseline=baseline, population=population)

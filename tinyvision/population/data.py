@@ -2,13 +2,16 @@
 
 Members with different seeds each get their seed's epoch order and augmentation (the loader's own
 generators, so member k sees exactly the batches of the single run with its seed): images
-[K, B, C, H, W] and labels [K, B]. When every member has the same seed they share one batch,
-[B, C, H, W] and [B]: gathered once, and the model's first layer becomes one wide matmul.
+[K, B, C, H, W] and labels [K, B]. Members with the same seed share their batch, gathered once:
+when every member has one seed, [B, C, H, W] and [B] (the model's first layer is one wide
+matmul); when the members come in consecutive blocks of one seed each (`sizes`: members per
+block), [G, B, C, H, W] for the G blocks and labels [K, B] (the first layer is one wide matmul
+per block).
 """
 from __future__ import annotations
 
 import copy
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -23,6 +26,9 @@ class MemberBatches:
             loader.seed = seed
             self.loaders.append(loader)
         self.shared = len(set(seeds)) == 1
+        self.sizes = seed_blocks(seeds) if not self.shared else None  # None: a batch per member
+        starts = [sum(self.sizes[:g]) for g in range(len(self.sizes))] if self.sizes else range(len(seeds))
+        self.sources = [self.loaders[i] for i in starts]  # the loaders that gather: one per block or member
 
     def __len__(self) -> int:
         return len(self.loaders[0])
@@ -40,19 +46,34 @@ class MemberBatches:
             yield from self.loaders[0]
             return
         first = self.loaders[0]
-        orders = torch.stack([loader.order() for loader in self.loaders])  # [K, n]: one permutation each
+        orders = torch.stack([loader.order() for loader in self.sources])  # [G or K, n]: one permutation each
         size = first.batch_size
+        repeats = torch.tensor(self.sizes, device=first.device) if self.sizes else None
         for step in range(first.start_step, len(first)):
             idx = orders[:, step * size:(step + 1) * size]
-            yield self._images(idx, step), first.labels[idx]
+            labels = first.labels[idx]
+            yield self._images(idx, step), labels if repeats is None else labels.repeat_interleave(repeats, dim=0)
         for loader in self.loaders:
             loader.start_step = 0
 
     def _images(self, idx: torch.Tensor, step: int) -> torch.Tensor:
-        """[K, B, C, H, W]: one gather for a normalised split; per member where augmentation draws
+        """[G or K, B, C, H, W]: one gather for a normalised split; per source where augmentation draws
         from the member's own generator."""
         first = self.loaders[0]
         if first.prenormalised:
             k, b = idx.shape
             return first.images.index_select(0, idx.reshape(-1)).reshape(k, b, *first.images.shape[1:])
-        return torch.stack([loader.batch(rows, step) for loader, rows in zip(self.loaders, idx)])
+        return torch.stack([loader.batch(rows, step) for loader, rows in zip(self.sources, idx)])
+
+
+def seed_blocks(seeds: Sequence[int]) -> Optional[list[int]]:
+    """Members per block when the seeds come in consecutive blocks of one seed each, some block
+    holding more than one member (else None: every member gathers its own batch)."""
+    sizes: list[int] = []
+    for i, seed in enumerate(seeds):
+        if i and seed == seeds[i - 1]:
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+    blocks = [seeds[sum(sizes[:g])] for g in range(len(sizes))]
+    return sizes if len(set(blocks)) == len(blocks) and len(sizes) < len(seeds) else None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from ..data.loader import DeviceLoader
 from ..runtime import autocast
@@ -42,22 +43,24 @@ class MemberMetrics:
 
 @torch.inference_mode()
 def evaluate_members(net: StackedNet, loader: DeviceLoader, dtype: Optional[torch.dtype]) -> MemberMetrics:
-    """Every member on the same (shared) batches of `loader`, in eval mode."""
+    """Every member on the same (shared) batches of `loader`, in eval mode; each member's NLL is
+    summed per batch by F.nll_loss and its accuracy is a float32 mean, as predict_loader computes
+    them for a single run (the same numbers, so early stopping decides as the single run would)."""
     was_training = net.training
     net.eval()
     start = time.perf_counter()
     loss_sum = torch.zeros(net.members, dtype=torch.float64, device=loader.device)
-    correct = torch.zeros(net.members, dtype=torch.float64, device=loader.device)
+    correct = torch.zeros(net.members, dtype=torch.int64, device=loader.device)
     n = 0
     for x, y in loader:
         with autocast(loader.device, dtype):
             logits = net(x).float()
         p = logits.softmax(dim=-1)
-        picked = p.clamp_min(1e-12).log().gather(-1, y.expand(p.shape[:2]).unsqueeze(-1)).squeeze(-1)
-        loss_sum -= picked.sum(dim=1).double()
+        logp = p.clamp_min(1e-12).log()
+        for k in range(net.members):
+            loss_sum[k] += F.nll_loss(logp[k], y, reduction="sum").double()
         correct += (p.argmax(dim=-1) == y).sum(dim=1)
         n += len(y)
     net.train(was_training)
-    n = max(n, 1)
-    return MemberMetrics((loss_sum / n).tolist(), (correct / n).tolist(),
-                         (time.perf_counter() - start) / net.members)
+    accuracy = (correct.float() / max(n, 1)).tolist()  # float32, as Predictions.accuracy
+    return MemberMetrics((loss_sum / max(n, 1)).tolist(), accuracy, (time.perf_counter() - start) / net.members)

@@ -66,3 +66,26 @@ def member_net(cfg: RunConfig, data: ImageDataset) -> Classifier:
     if problems:
         raise ValueError(f"cannot train {cfg.model} in a population: {', '.join(problems)}")
     return net  # type: ignore[return-value]
+
+
+def plan_groups(cfgs: Sequence[RunConfig], cap: int) -> list[list[int]]:
+    """Indices of `cfgs` grouped into populations of at most `cap` runs that can train together; a
+    run that cannot join one is a group of its own; cap 1: one group per run (one at a time).
+    Within runs that can train together, runs of one seed are taken together first: members with
+    one seed share every batch (one gather, and the first layer one wide matmul)."""
+    if cap <= 1:
+        return [[i] for i in range(len(cfgs))]
+    by_key: dict[tuple, list[int]] = {}
+    groups: list[list[int]] = []
+    for i, cfg in enumerate(cfgs):
+        if config_problems(cfg):
+            groups.append([i])
+        else:
+            if shared_key(cfg) not in by_key:
+                groups.append(by_key.setdefault(shared_key(cfg), []))  # filled below, placed here
+            by_key[shared_key(cfg)].append(i)
+    planned = []
+    for group in groups:
+        ordered = sorted(group, key=lambda i: cfgs[i].seed)  # stable: points keep their order
+        planned += [ordered[start:start + cap] for start in range(0, len(ordered), cap)]
+    return planned

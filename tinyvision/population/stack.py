@@ -71,6 +71,14 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _Dense.apply(x, self.weight, self.bias)
 
+    def grouped(self, x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+        """x [G, B, in], block g shared by the next sizes[g] members: one wide matmul per block."""
+        out, start = [], 0
+        for g, n in enumerate(sizes):
+            out.append(_Dense.apply(x[g], self.weight[start:start + n], self.bias[start:start + n]))
+            start += n
+        return torch.cat(out)
+
     def member_state(self, k: int) -> State:
         return {"weight": self.weight[k], "bias": self.bias[k]}
 
@@ -94,6 +102,16 @@ class StackedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = x.shape[1] // self.in_channels  # 1 (shared input) or K
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, groups)
+
+    def grouped(self, x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+        """x [G, B, C, H, W], block g shared by the next sizes[g] members: one plain convolution per
+        block, their outputs side by side in the channels -> [B, K*out, H', W']."""
+        out, start = [], 0
+        for g, n in enumerate(sizes):
+            rows = slice(start * self.out_channels, (start + n) * self.out_channels)
+            out.append(F.conv2d(x[g], self.weight[rows], self.bias[rows], self.stride, self.padding, self.dilation))
+            start += n
+        return torch.cat(out, dim=1).contiguous(memory_format=torch.channels_last)
 
     def member_state(self, k: int) -> State:
         rows = slice(k * self.out_channels, (k + 1) * self.out_channels)
@@ -185,11 +203,16 @@ class StackedNet(nn.Module):
             return MemberFlatten(len(modules), self.convolutional)
         return first  # activations and pools: elementwise or per channel
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.convolutional and x.dim() == 5:  # [K, B, C, H, W] -> [B, K*C, H, W], member-major channels
+    def forward(self, x: torch.Tensor, sizes: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """x: [K, B, C, H, W] (a batch per member), [B, C, H, W] (one for all), or with `sizes`
+        [G, B, C, H, W] (block g's batch for the next sizes[g] members)."""
+        if self.convolutional and x.dim() == 5 and sizes is None:  # -> [B, K*C, H, W], member-major channels
             k, b, c, h, w = x.shape
             x = x.transpose(0, 1).reshape(b, k * c, h, w).contiguous(memory_format=torch.channels_last)
         for layer in self.layers.values():
+            if sizes is not None and isinstance(layer, (StackedLinear, StackedConv2d)):
+                x, sizes = layer.grouped(x, sizes), None  # the first layer with weights
+                continue
             x = layer(x)
         return x
 

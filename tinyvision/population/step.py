@@ -44,12 +44,13 @@ class MemberSchedules:
     def lrs(self) -> list[float]:
         return [float(group["lr"]) for group in self.groups()]
 
-    def step(self, per_step: bool) -> None:
-        """Advance the schedules that step per batch (per_step=True) or per epoch."""
+    def step(self, per_step: bool, active: Sequence[bool]) -> None:
+        """Advance the active members' schedules that step per batch (per_step=True) or per epoch
+        (a stopped member's stays where its run ended, as in its checkpoint)."""
         if per_step != self.per_step:
             return
-        for scheduler in self.schedulers:
-            if scheduler is not None:
+        for scheduler, on in zip(self.schedulers, active):
+            if scheduler is not None and on:
                 scheduler.step()
 
     def state_dict(self) -> list[dict]:
@@ -107,6 +108,21 @@ class MemberOptimizer:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+    def member_state(self, k: int, group: dict) -> Optional[list[dict[str, torch.Tensor]]]:
+        """Member k's optimiser state per parameter, as torch's optimiser would hold it for its single
+        run (group: its param group); None on the multi-tensor path, which also moves the buffers
+        of stopped members (lr 0, but their averages go on)."""
+        if not self.fused:
+            return None
+        buffers = {name: self._by_member(b)[k] for name, b in self.buffers.items()}
+        if self.kind == "sgd":
+            keep = self.started[k] and float(group["momentum"]) != 0.0
+            return [{"momentum_buffer": buf.clone()} if keep else {} for buf in buffers["momentum_buffer"]]
+        if not self.step_counts[k]:  # no step taken: torch's state is still empty
+            return [{} for _ in self.params]
+        return [{"step": self.step_counts[k].clone(), "exp_avg": avg.clone(), "exp_avg_sq": sq.clone()}
+                for avg, sq in zip(buffers["exp_avg"], buffers["exp_avg_sq"])]
 
     def _by_member(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
         """[member][parameter]: each member's rows of each stacked tensor (dimension 0 is member-major)."""

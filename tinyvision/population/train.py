@@ -46,6 +46,8 @@ class Member:
     history: list[dict] = field(default_factory=list)
     outcome: Optional[Outcome] = None  # set when the member stops training
     final_state: Optional[State] = None  # its weights from then on (the best ones where restored)
+    last_state: Optional[State] = None  # its weights when it stopped (what its checkpoint holds)
+    rng: Optional[torch.Tensor] = None  # torch's global RNG state as its single run leaves it after building
 
     @property
     def active(self) -> bool:
@@ -90,7 +92,10 @@ def build_population(configs: Sequence[RunConfig | dict], data: Optional[ImageDa
     set_determinism(cfg.deterministic, device)
     norm = run_normalization(cfg, data)
     data = data or load_data(cfg)
-    nets = [member_net(c, data) for c in cfgs]
+    nets, rngs = [], []
+    for c in cfgs:  # each built under its own seed; nothing in training draws from the global RNG after
+        nets.append(member_net(c, data))
+        rngs.append(torch.get_rng_state())
     channels_last = use_channels_last(device, nets[0])
     stacked = StackedNet(nets)
     stacked = stacked.to(device, memory_format=torch.channels_last) if channels_last else stacked.to(device)
@@ -99,17 +104,21 @@ def build_population(configs: Sequence[RunConfig | dict], data: Optional[ImageDa
                         translate=cfg.translate, **args)
     val = DeviceLoader(data.test if cfg.validates_on_test else data.val, cfg.eval_batch_size, **args)
     optimizer = MemberOptimizer(list(stacked.parameters()), len(cfgs), cfg.optimizer, cfg.nesterov)
-    return Population([Member(c) for c in cfgs], data, norm, device, nets, stacked, optimizer,
+    return Population([Member(c, rng=r) for c, r in zip(cfgs, rngs)], data, norm, device, nets, stacked, optimizer,
                       MemberSchedules(cfgs, len(base)), MemberBatches(base, [c.seed for c in cfgs]), val,
                       autocast_dtype(cfg.precision, device, nets[0]))
 
 
-def fit_population(pop: Population, should_stop: Callable[[], bool] = lambda: False) -> list[Outcome]:
+def fit_population(pop: Population, should_stop: Callable[[], bool] = lambda: False,
+                   on_row: Callable[[int], None] = lambda k: None) -> list[Outcome]:
     """Train every member to its end (cfg.epochs, early stopping or divergence); returns each
     member's Outcome. should_stop (polled after every step) ends the members still training with
-    "interrupted" (populations keep no checkpoint yet: they start again)."""
+    "interrupted" (populations keep no checkpoint yet: they start again). on_row(k) follows each
+    row added to member k's history (its metrics.csv is written there)."""
     if pop.cfg.eval_before and pop.epoch == 0:
         _epoch_zero(pop)
+        for k in range(len(pop.members)):
+            on_row(k)
     while pop.epoch < pop.cfg.epochs and any(m.active for m in pop.members):
         trained = _train_epoch(pop, should_stop)
         if trained is None:
@@ -118,11 +127,11 @@ def fit_population(pop: Population, should_stop: Callable[[], bool] = lambda: Fa
                     _stop(pop, k, INTERRUPTED)
             break
         val = evaluate_members(pop.net, pop.val_loader, pop.dtype)
-        pop.schedules.step(per_step=False)
+        pop.schedules.step(False, [m.active for m in pop.members])
         pop.epoch += 1
         for k, member in enumerate(pop.members):
-            if member.active:
-                _end_epoch(pop, k, {"epoch": pop.epoch, **trained[k], **val.row(k, "val")})
+            if member.active and _end_epoch(pop, k, {"epoch": pop.epoch, **trained[k], **val.row(k, "val")}):
+                on_row(k)
     for k, member in enumerate(pop.members):
         if member.active:
             _stop(pop, k, COMPLETED)
@@ -158,12 +167,12 @@ def _train_epoch(pop: Population, should_stop: Callable[[], bool]) -> Optional[l
     active = [m.active for m in pop.members]
     for x, y in pop.batches:
         with autocast(device, pop.dtype):
-            logits = pop.net(x)
+            logits = pop.net(x, pop.batches.sizes)
         nll, loss = member_losses(logits.float(), y, smoothing)
         pop.optimizer.zero_grad()
         loss.sum().backward()
         pop.optimizer.step(pop.schedules.groups(), active)
-        pop.schedules.step(per_step=True)
+        pop.schedules.step(True, active)
         with torch.no_grad():
             loss_sum.add_(nll, alpha=y.shape[-1])
             correct.add_((logits.argmax(dim=-1) == y).sum(dim=-1))
@@ -194,13 +203,13 @@ def _diverged(pop: Population, loss_sum: torch.Tensor, seen: int, where: str) ->
     return bool(hit)
 
 
-def _end_epoch(pop: Population, k: int, row: dict) -> None:
-    """Member k's epoch bookkeeping, as loop.fit does it for a single run."""
+def _end_epoch(pop: Population, k: int, row: dict) -> bool:
+    """Member k's epoch bookkeeping, as loop.fit does it for a single run; whether it got a row."""
     member = pop.members[k]
     member.epoch = pop.epoch
     if not math.isfinite(row["val_loss"]):
         _stop(pop, k, Outcome("diverged", f"validation loss became {row['val_loss']} at epoch {pop.epoch}"))
-        return
+        return False
     cfg = member.cfg
     if row["val_loss"] < member.best_loss - cfg.min_delta:
         member.best_loss, member.best_epoch, member.bad_epochs = row["val_loss"], pop.epoch, 0
@@ -212,6 +221,7 @@ def _end_epoch(pop: Population, k: int, row: dict) -> None:
     member.history.append(row)
     if member.stopped_early:
         _stop(pop, k, COMPLETED)
+    return True
 
 
 def _stop(pop: Population, k: int, outcome: Outcome) -> None:
@@ -220,4 +230,5 @@ def _stop(pop: Population, k: int, outcome: Outcome) -> None:
     member = pop.members[k]
     member.outcome = outcome
     restore = outcome.status == "completed" and restores_best(member.cfg) and member.best_state is not None
-    member.final_state = member.best_state if restore else pop.net.snapshot(k)
+    member.last_state = pop.net.snapshot(k)
+    member.final_state = member.best_state if restore else member.last_state
