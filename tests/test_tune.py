@@ -60,7 +60,8 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     ({"search": {"epochs": {"low": 1.5, "high": 4}}}, "search.epochs"),
     ({"search": {"optimizer": ["sgd", "rmsprop"]}}, "'optimizer'"),
     ({"search": {"dropout": {"low": 0.0, "high": 1.0}}}, "'dropout'"),
-    ({"base": {**BASE, "optimizer": "sgd", "nesterov": True}, "search": {"optimizer": ["sgd", "adam"]}}, "optimizer=adam"),
+    ({"base": {**BASE, "optimizer": "sgd", "momentum": 0.9, "nesterov": True}, "search": {"optimizer": ["sgd", "adam"]}},
+     "optimizer=adam"),
     ({"base": {**BASE, "epoch": 3}}, "'epoch'"),
 ])
 def test_tune_file_errors_name_the_field(change, field):
