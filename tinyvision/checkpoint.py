@@ -212,7 +212,7 @@ _RESTORED = ("epoch", "step", "best_loss", "best_epoch", "best_state", "bad_epoc
 _ADDED_LATER = {"steps": list}  # absent from checkpoints of earlier versions: restored as empty
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
+def rng_state(device: torch.device) -> dict[str, Any]:
     """Every random generator a run may draw from (dropout uses torch's; the loader is seeded)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -222,7 +222,7 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     return rng
 
 
-def _set_rng_state(rng: dict[str, Any], device: torch.device) -> None:
+def set_rng_state(rng: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(rng["torch"])
     if "python" in rng:  # absent from checkpoints of earlier versions
         random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
@@ -245,7 +245,7 @@ def save_checkpoint(path: str | Path, state: "TrainState", net: "nn.Module", loa
     saved = {"format": CHECKPOINT_FORMAT, "model": net.state_dict(), "optimizer": state.optimizer.state_dict(),
              "scheduler": state.scheduler.state_dict() if state.scheduler else None,
              **{key: getattr(state, key) for key in _RESTORED},
-             "rng": _rng_state(loader.device), "loader": _loader_position(loader, state)}
+             "rng": rng_state(loader.device), "loader": _loader_position(loader, state)}
     save_state(path, saved)
 
 
@@ -299,4 +299,4 @@ def _restore(saved: dict[str, Any], state: "TrainState", net: "nn.Module", devic
     for key in _RESTORED:
         setattr(state, key, saved[key] if key in saved or key not in _ADDED_LATER else _ADDED_LATER[key]())
     state.best_loss = float(state.best_loss)
-    _set_rng_state(saved["rng"], device)
+    set_rng_state(saved["rng"], device)

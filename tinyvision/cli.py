@@ -59,6 +59,16 @@ def _add_run_options(p: argparse.ArgumentParser, *, model_flag: bool) -> None:
 def _add_parallel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=_positive_int, default=1,
                    help="runs trained in parallel processes, each with cores/jobs threads (default: 1)")
+    p.add_argument("--population", type=_population, default=None, metavar="N|auto",
+                   help="train runs that differ only in seed, init, lr, weight decay, momentum, label "
+                        "smoothing or early stopping together, as populations of at most N (one stacked "
+                        "model; each run's directory as usual; checkpointed: a killed population continues "
+                        "when run again); 1: one at a time (default: auto, as many as fit in half the free "
+                        "memory, at most 32; on a CPU, models with convolutions one at a time)")
+
+
+def _population(text: str) -> Optional[int]:
+    return None if text == "auto" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:
@@ -265,7 +275,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not models:
         raise TinyVisionError("compare needs at least one model (preset name or spec)")
     exp_dir, rows, table = compare(models, _run_config(args, overrides), out=args.out, repeats=args.repeats,
-                                   jobs=args.jobs, quiet=args.quiet, baseline=args.baseline)
+                                   jobs=args.jobs, quiet=args.quiet, baseline=args.baseline,
+                                   population=args.population)
     return _finish_experiment(args, exp_dir, rows, table)
 
 
@@ -440,11 +451,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-(N-1)); every shard "
                         "writes into the same --exp-dir; the last to finish writes the tables, else a "
                         "plain run merges (default: every run)")
-    p.add_argument("--population", type=_positive_int, default=1, metavar="N",
-                   help="train runs that differ only in seed, init, lr, weight decay, momentum, label "
-                        "smoothing or early stopping together, as populations of at most N (one stacked "
-                        "model; each run's directory as usual; a killed population starts over, no "
-                        "checkpoint) (default: 1, one at a time)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("lr-find", help="sweep the learning rate up over a few hundred steps and suggest one")
     _add_run_options(p, model_flag=True)

@@ -518,24 +518,28 @@ def _base_config(base: RunConfig | dict | None, fields: dict[str, Any]) -> RunCo
 
 def compare(models: Sequence[str], base: RunConfig | dict | None = None, *, out: str | Path = "runs",
             repeats: int = DEFAULT_REPEATS, jobs: int = 1, exp_dir: Optional[str | Path] = None,
-            quiet: bool = False, baseline: Optional[str] = None, **fields: Any) -> ExperimentResult:
+            quiet: bool = False, baseline: Optional[str] = None, population: Optional[int] = None,
+            **fields: Any) -> ExperimentResult:
     """Train each model with the same budget over `repeats` seeds; returns an ExperimentResult (it still
     unpacks as (directory, rows, table)). base: a RunConfig or dict of config fields; further
-    config fields may be given as keywords (dataset="digits", epochs=20)."""
+    config fields may be given as keywords (dataset="digits", epochs=20). population: as
+    `--population` (None: auto; 1: one run at a time)."""
     from .experiments.runner import compare as run_compare
 
     exp_dir, rows, table = run_compare(list(models), _base_config(base, fields), out=out, repeats=repeats,
-                                       jobs=jobs, exp_dir=exp_dir, quiet=quiet, baseline=baseline)
+                                       jobs=jobs, exp_dir=exp_dir, quiet=quiet, baseline=baseline,
+                                       population=population)
     return ExperimentResult(exp_dir, rows, table, baseline)
 
 
 def run(experiment: str | Path | dict, *, overrides: Sequence[str] | dict[str, Any] = (),
         repeats: Optional[int] = None, out: str | Path = "runs", exp_dir: Optional[str | Path] = None,
-        jobs: int = 1, quiet: bool = False, baseline: Optional[str] = None) -> ExperimentResult:
+        jobs: int = 1, quiet: bool = False, baseline: Optional[str] = None,
+        population: Optional[int] = None) -> ExperimentResult:
     """Run (or resume) an experiment, as `tinyvision run`: a YAML file, or the same as a dict (name,
     kind, base, grid, zip, repeats). overrides change its base config: ["epochs=3"] as on the
-    command line, or {"epochs": 3}; repeats replaces the file's. Writes out/NAME (or exp_dir);
-    re-running resumes. Returns an ExperimentResult."""
+    command line, or {"epochs": 3}; repeats replaces the file's; population as `--population`.
+    Writes out/NAME (or exp_dir); re-running resumes. Returns an ExperimentResult."""
     from .config import parse_override
     from .experiments import build_experiment, load_experiment, run_experiment
 
@@ -551,7 +555,8 @@ def run(experiment: str | Path | dict, *, overrides: Sequence[str] | dict[str, A
             spec = loaded.spec.model_dump()
             loaded = build_experiment({**spec, "base": {**spec["base"], **changes}})
     target = Path(exp_dir) if exp_dir else Path(out) / loaded.spec.name
-    exp_dir, rows, table = run_experiment(loaded, target, jobs=jobs, quiet=quiet, baseline=baseline)
+    exp_dir, rows, table = run_experiment(loaded, target, jobs=jobs, quiet=quiet, baseline=baseline,
+                                          population=population)
     return ExperimentResult(exp_dir, rows, table, baseline)
 
 

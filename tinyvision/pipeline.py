@@ -93,7 +93,7 @@ def weights_metadata(setup: Setup) -> dict[str, Any]:
             "format": "tinyvision-weights-1"}
 
 
-def _facts(setup: Setup) -> dict[str, Any]:
+def run_facts(setup: Setup) -> dict[str, Any]:
     """The result.json fields only the live run knows."""
     cfg, state = setup.cfg, setup.state
     summary = summarize(setup.net, setup.data.input_shape)
@@ -204,9 +204,9 @@ def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: s
             progress.close()
             if outcome.status == "diverged":
                 progress.message(f"diverged: {outcome.reason}")
-            result = runs.build_result(outcome, setup.state, cfg=cfg, run_dir=run_dir, facts=_facts(setup))
+            result = runs.build_result(outcome, setup.state, cfg=cfg, run_dir=run_dir, facts=run_facts(setup))
             result["started"] = started
-            _finish(setup, outcome, result, written)
+            finish_run(setup, outcome, result, written)
         except (OSError, torch.OutOfMemoryError) as exc:
             raise runs.mark_failed(written, exc, started) from None
         result.update(total_seconds=clock(), finished=runs.now())
@@ -215,7 +215,7 @@ def train(config: RunConfig | dict, *, run_dir: str | Path | None = None, out: s
     return result
 
 
-def _finish(setup: Setup, outcome: Outcome, result: dict[str, Any], written: Optional[Path]) -> None:
+def finish_run(setup: Setup, outcome: Outcome, result: dict[str, Any], written: Optional[Path]) -> None:
     """After fit: the checkpoint of an interrupted run, the weights, the test set."""
     if written is not None:
         if outcome.status == "interrupted":

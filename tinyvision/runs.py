@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 CONFIG, METRICS, RESULT = "config.yaml", "metrics.csv", "result.json"
 WEIGHTS, CHECKPOINT = "model.safetensors", "checkpoint.safetensors"
+POPULATION_CHECKPOINT = "population-checkpoint.safetensors"  # a population's, in its first member's directory
 PREDICTIONS = "predictions.safetensors"
 STEPS = "steps.csv"
 TEST_AS_VALIDATION = "test (used as validation)"

@@ -126,7 +126,7 @@ class Shard(NamedTuple):
 
 def _reset(run_dir: Path) -> None:
     """Remove what an unfinished run without a checkpoint left (only tinyvision's own files)."""
-    for name in (runs.CONFIG, runs.METRICS, runs.RESULT, runs.WEIGHTS, runs.CHECKPOINT):
+    for name in (runs.CONFIG, runs.METRICS, runs.RESULT, runs.WEIGHTS, runs.CHECKPOINT, runs.POPULATION_CHECKPOINT):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -167,27 +167,39 @@ def _run_locked(job: RunJob, threads: Optional[int], quiet: bool, prefix: str) -
 
 def run_group(group: Sequence[RunJob], threads: Optional[int] = None, quiet: bool = True,
               prefix: str = "") -> list[dict[str, Any]]:
-    """Train runs that can share a population as one (population.run.train_members); each run that
-    is done, busy or resumable from its checkpoint is handled as run_job handles it. One result per run."""
+    """Train runs that can share a population as one (population.run.train_members), continuing
+    the population from its checkpoint where a killed or stopped one left it; otherwise each run
+    that is done, busy or resumable from its own checkpoint is handled as run_job handles it.
+    One result per run."""
     if len(group) == 1:
         return [run_job(group[0], threads, quiet, prefix)]
     if pool.interrupted():
         return [run_job(job) for job in group]  # each says "not started"
+    from ..population.run import resumable  # imported here: worker processes start light
+
     results: dict[int, dict[str, Any]] = {}
     with contextlib.ExitStack() as held:
-        fresh = []
         for i, job in enumerate(group):
             job.run_dir.mkdir(parents=True, exist_ok=True)
             try:
                 held.enter_context(runs.lock_run_dir(job.run_dir))
             except runs.RunDirBusy as exc:
                 results[i] = {"status": "busy", "reason": str(exc), "run_dir": str(job.run_dir), "skipped": True}
+        if resumable([job.run_dir for job in group]):  # the population continues, as a whole
+            if results:  # some member is another process's: so is the population
+                return [results.get(i) or {"status": "busy", "reason": "its population is busy elsewhere",
+                                           "run_dir": str(job.run_dir), "skipped": True}
+                        for i, job in enumerate(group)]
+            return _train_population(list(group), threads, resume=True)
+        fresh = []
+        for i, job in enumerate(group):
+            if i in results:
                 continue
             if _is_done(job) or (job.run_dir / runs.CHECKPOINT).exists():
                 results[i] = _run_locked(job, threads, quiet, prefix)  # skipped, or resumed alone
             else:
                 fresh.append(i)
-        results.update(zip(fresh, _train_population([group[i] for i in fresh], threads, quiet, prefix)))
+        results.update(zip(fresh, _train_population([group[i] for i in fresh], threads, quiet=quiet, prefix=prefix)))
     return [results[i] for i in range(len(group))]
 
 
@@ -196,33 +208,45 @@ def _is_done(job: RunJob) -> bool:
     return bool(previous) and previous.get("status") in DONE_STATUSES
 
 
-def _train_population(jobs: list[RunJob], threads: Optional[int], quiet: bool, prefix: str) -> list[dict[str, Any]]:
-    """New runs (directories locked by the caller) trained as one population; a failure is each
-    run's result."""
-    if len(jobs) <= 1:
+def _train_population(jobs: list[RunJob], threads: Optional[int], quiet: bool = True, prefix: str = "",
+                      resume: bool = False) -> list[dict[str, Any]]:
+    """Runs (directories locked by the caller) trained as one population: new ones, or (resume)
+    the population their checkpoint holds, whose finished members keep their directories as they
+    are. A failure is each written run's result."""
+    if len(jobs) <= 1 and not resume:
         return [_run_locked(job, threads, quiet, prefix) for job in jobs]
     from ..population.run import train_members  # imported here: worker processes start light
 
-    for job in jobs:
-        _reset(job.run_dir)
+    written = [not (resume and _is_done(job)) for job in jobs]
+    if not resume:
+        for job in jobs:
+            _reset(job.run_dir)
     configs = [{**job.config, "threads": job.config.get("threads") or threads,
                 "device": pool.worker_device(job.config.get("device", "auto"))} for job in jobs]
     try:
-        return train_members([make_config(c) for c in configs], [job.run_dir for job in jobs])
+        return train_members([make_config(c) for c in configs], [job.run_dir for job in jobs], resume=resume,
+                             written=written)
     except TinyVisionError as exc:
         failed = [{"status": "failed", "reason": str(exc), "run_dir": str(job.run_dir)} for job in jobs]
-        for job, result in zip(jobs, failed):
-            runs.write_result(job.run_dir, result)
+        for job, result, w in zip(jobs, failed, written):
+            if w:
+                runs.write_result(job.run_dir, result)
         return failed
 
 
-def plan(jobs: Sequence[RunJob], indices: Sequence[int], population: int) -> list[list[int]]:
-    """jobs[indices] in populations of at most `population` runs that can train together."""
-    if population <= 1:
+def plan(jobs: Sequence[RunJob], indices: Sequence[int], population: Optional[int],
+         workers: int = 1) -> list[list[int]]:
+    """jobs[indices] in populations of at most `population` runs that can train together (None:
+    as many as population.members.auto_population gives their shape, and with several workers
+    no more than keeps each of them busy)."""
+    if population is not None and population <= 1:
         return [[i] for i in indices]
     from ..population.members import plan_groups
 
     groups = plan_groups([make_config(jobs[i].config) for i in indices], population)
+    if population is None and workers > 1:
+        share = -(-len(indices) // workers)  # ceil: runs per worker
+        groups = [group[start:start + share] for group in groups for start in range(0, len(group), share)]
     return [[indices[k] for k in group] for group in groups]
 
 
@@ -237,9 +261,10 @@ def _describe(job: RunJob, result: dict[str, Any]) -> str:
 
 
 def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
-            on_result: Optional[Callable[[RunJob, dict], None]] = None, population: int = 1) -> list[dict[str, Any]]:
-    """Run jobs (in order when workers == 1) and return their results in job order. population > 1:
-    runs that can train together do, in populations of at most that many (run_group)."""
+            on_result: Optional[Callable[[RunJob, dict], None]] = None, population: Optional[int] = None) -> list[dict[str, Any]]:
+    """Run jobs (in order when workers == 1) and return their results in job order. Runs that can
+    train together do, in populations of at most `population` (None: chosen from memory, see
+    plan; 1: one at a time) (run_group)."""
     results: list[Optional[dict]] = [None] * len(jobs)
 
     def done(i: int, result: dict) -> None:
@@ -262,7 +287,7 @@ def execute(jobs: list[RunJob], *, workers: int = 1, quiet: bool = False,
         return results  # type: ignore[return-value]
     threads, pending = pool.threads_per_worker(workers), list(range(len(jobs)))
     for _ in range(POOL_ROUNDS):
-        pending = _pool_round(jobs, plan(jobs, pending, population), workers, threads, done)
+        pending = _pool_round(jobs, plan(jobs, pending, population, workers), workers, threads, done)
         if not pending:
             return results  # type: ignore[return-value]
         print(f"a worker process died; running its {len(pending)} unfinished run(s) again",
@@ -297,10 +322,11 @@ def _pool_round(jobs: list[RunJob], units: list[list[int]], workers: int, thread
 # -- the entry points ----------------------------------------------------------------------------
 
 def run_experiment(experiment: Experiment, exp_dir: str | Path, *, jobs: int = 1, quiet: bool = False,
-                   baseline: Optional[str] = None, population: int = 1) -> tuple[Path, list[dict[str, Any]], str]:
+                   baseline: Optional[str] = None, population: Optional[int] = None) -> tuple[Path, list[dict[str, Any]], str]:
     """Run (or resume) an experiment; returns (directory, one row per point, text table with the
-    verdicts: each point against `baseline`, a point's label, default the first). population > 1:
-    compatible runs train as populations of at most that many (same files, same tables)."""
+    verdicts: each point against `baseline`, a point's label, default the first). Runs that
+    can train together do, as populations of at most `population` (None: chosen from memory; 1: one
+    at a time); the files and tables are the same either way."""
     exp_dir = Path(exp_dir)
     execute(prepare_dir(experiment, exp_dir), workers=jobs, quiet=quiet, population=population)
     return exp_dir, *_tables(exp_dir, baseline)
@@ -332,7 +358,7 @@ class ShardOutcome:
 
 
 def run_shard(experiment: Experiment, exp_dir: str | Path, shard: Shard, *, jobs: int = 1, quiet: bool = False,
-              baseline: Optional[str] = None, population: int = 1) -> ShardOutcome:
+              baseline: Optional[str] = None, population: Optional[int] = None) -> ShardOutcome:
     """Run this shard's slice of the experiment into `exp_dir` (shared with the other shards); the
     tables are written only when every run of the experiment is finished."""
     exp_dir = Path(exp_dir)
@@ -353,7 +379,7 @@ def finished_runs(exp_dir: Path) -> tuple[int, int]:
 
 def compare(models: Sequence[str], base: RunConfig, *, out: str | Path = "runs", repeats: int = DEFAULT_REPEATS,
             jobs: int = 1, exp_dir: Optional[str | Path] = None, quiet: bool = False,
-            baseline: Optional[str] = None, population: int = 1) -> tuple[Path, list[dict[str, Any]], str]:
+            baseline: Optional[str] = None, population: Optional[int] = None) -> tuple[Path, list[dict[str, Any]], str]:
     """Train each model with the same budget (data, epochs, optimiser) over `repeats` seeds: the base
     config; returns (experiment dir, rows, printed table and verdicts against `baseline`, default
     the first model)."""

@@ -6,15 +6,19 @@ seeded with its seed, then the model built and initialised, in pipeline.build's 
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+import os
+from typing import Optional, Sequence
 
 import torch
 
 from ..config import RunConfig
 from ..data import ImageDataset
+from ..errors import TinyVisionError
 from ..models import create_model
 from ..models.build import Classifier
 from ..optim import init_weights
+from ..runtime import has_conv, resolve_device
 from .stack import unstackable
 from .step import OPTIMIZERS
 
@@ -68,12 +72,13 @@ def member_net(cfg: RunConfig, data: ImageDataset) -> Classifier:
     return net  # type: ignore[return-value]
 
 
-def plan_groups(cfgs: Sequence[RunConfig], cap: int) -> list[list[int]]:
-    """Indices of `cfgs` grouped into populations of at most `cap` runs that can train together; a
-    run that cannot join one is a group of its own; cap 1: one group per run (one at a time).
+def plan_groups(cfgs: Sequence[RunConfig], cap: Optional[int]) -> list[list[int]]:
+    """Indices of `cfgs` grouped into populations of at most `cap` runs that can train together (None:
+    auto_population's size for their shape); a run that cannot join one is a group of its own; cap
+    1: one group per run (one at a time).
     Within runs that can train together, runs of one seed are taken together first: members with
     one seed share every batch (one gather, and the first layer one wide matmul)."""
-    if cap <= 1:
+    if cap is not None and cap <= 1:
         return [[i] for i in range(len(cfgs))]
     by_key: dict[tuple, list[int]] = {}
     groups: list[list[int]] = []
@@ -87,5 +92,77 @@ def plan_groups(cfgs: Sequence[RunConfig], cap: int) -> list[list[int]]:
     planned = []
     for group in groups:
         ordered = sorted(group, key=lambda i: cfgs[i].seed)  # stable: points keep their order
-        planned += [ordered[start:start + cap] for start in range(0, len(ordered), cap)]
+        size = cap if cap is not None else auto_population(cfgs[group[0]]) if len(group) > 1 else 1
+        planned += [ordered[start:start + size] for start in range(0, len(ordered), size)]
     return planned
+
+
+AUTO_MAX = 32  # the largest population measured (design/populations.md: 32 MLP members, 5.1x on 2 cores)
+MEMORY_SHARE = 0.5  # of the memory available now, for one population's members
+
+
+def auto_population(cfg: RunConfig) -> int:
+    """Members per population by default for runs like `cfg`: as many as fit in half the memory
+    available on its device (each member's weights, gradients, optimiser buffers, best and last
+    weights, and a training batch's activations and their gradients), at most AUTO_MAX. On a
+    CPU, models with convolutions train one at a time: grouped convolutions measured 0.8-1.0x the
+    speed of one-at-a-time there (benchmarks/README.md), so grouping would cost, not pay."""
+    device = resolve_device(cfg.device)
+    try:
+        per_member, convolutional = _member_bytes(cfg.model, tuple(sorted(cfg.model_overrides().items())),
+                                                  _input_shape(cfg), cfg.batch_size)
+    except TinyVisionError:
+        return 1  # a model that does not fit the data: each run fails alone, with its own message
+    if device.type == "cpu" and convolutional:
+        return 1
+    return max(1, min(AUTO_MAX, int(MEMORY_SHARE * available_memory(device) // per_member)))
+
+
+@functools.lru_cache(maxsize=64)
+def _member_bytes(model: str, overrides: tuple, input_shape: tuple[int, int, int, int],
+                  batch_size: int) -> tuple[int, bool]:
+    """(bytes one member needs in training, whether it has convolutions), from the model built on
+    the CPU and one zero sample through it (models.summarize: every layer's output size)."""
+    from ..models import create_model, summarize
+
+    *shape, classes = input_shape
+    with torch.random.fork_rng():  # building draws initial weights: leave the caller's RNG as it was
+        net = create_model(model, tuple(shape), classes, **dict(overrides))
+    summary = summarize(net, tuple(shape))
+    activations = sum(_numel(row.output_shape) for row in summary.rows)
+    weights = 6 * summary.params  # weights, gradients, 2 optimiser buffers, best and last weights
+    return 4 * (weights + 3 * batch_size * activations), has_conv(net)  # fp32; activations kept and their gradients
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _input_shape(cfg: RunConfig) -> tuple[int, int, int, int]:
+    """(C, H, W, classes) of the config's dataset as the catalogue gives them (a folder's: its
+    configured image size, else 64x64 colour, and 100 classes: estimated on the large side)."""
+    from ..data.catalog import DATASETS
+
+    if cfg.dataset in DATASETS:
+        info = DATASETS.get(cfg.dataset)
+        return (*info.input_shape, len(info.classes))
+    size = cfg.image_size or 64  # folder:PATH or npz:PATH
+    return (cfg.channels or 3, size, size, 100)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for new tensors now: the GPU's free memory, or the system's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return 4 * 2**30

@@ -2,9 +2,10 @@
 for that run alone (config.yaml, metrics.csv after every epoch, result.json, model.safetensors,
 predictions.safetensors, and for a completed member the checkpoint of its last epoch), so
 evaluate, predict, report, the experiment tables and `train --resume` read it like any run.
-result.json adds "population": the members and this one's place among them. A population keeps no
-checkpoint while it trains: an interrupted member's result says so, and running it again starts
-it over.
+result.json adds "population": the members and this one's place among them. While it trains, the
+whole population is checkpointed after every epoch and on a stop signal (population.checkpoint,
+in the first member's directory); train_members(resume=True) continues it from there, bit for
+bit, and the file goes once every member's directory is written.
 """
 from __future__ import annotations
 
@@ -22,27 +23,61 @@ from ..data import ImageDataset
 from ..loop import Outcome, TrainState
 from ..optim import build_optimizer
 from ..runtime import graceful_stop
+from .checkpoint import FILE, restore_population, save_population, saved_members
 from .train import Population, build_population, fit_population
 
-NO_CHECKPOINT = "stopped by a signal; populations keep no checkpoint, so running it again starts it over"
+
+def checkpoint_path(run_dirs: Sequence[str | Path]) -> Path:
+    """Where the population of these run directories keeps its checkpoint: in the first one."""
+    return Path(run_dirs[0]) / FILE
+
+
+def resumable(run_dirs: Sequence[str | Path]) -> bool:
+    """Whether these run directories hold a checkpoint of exactly this population."""
+    path = checkpoint_path(run_dirs)
+    return path.exists() and saved_members(path) == member_names(run_dirs)
+
+
+def member_names(run_dirs: Sequence[str | Path]) -> list[str]:
+    """The members as a checkpoint names them: run directories relative to the first one's parent's parent."""
+    base = Path(run_dirs[0]).resolve().parent.parent
+    return [str(Path(d).resolve().relative_to(base)) if Path(d).resolve().is_relative_to(base)
+            else str(Path(d).resolve()) for d in run_dirs]
 
 
 def train_members(cfgs: Sequence[RunConfig], run_dirs: Sequence[str | Path], *,
-                  data: Optional[ImageDataset] = None) -> list[dict[str, Any]]:
+                  data: Optional[ImageDataset] = None, resume: bool = False,
+                  written: Optional[Sequence[bool]] = None) -> list[dict[str, Any]]:
     """Train the runs `cfgs` as one population, each into its run directory (new ones, claimed as
-    pipeline.train claims them, and locked while written); returns each run's result."""
+    pipeline.train claims them, and locked while written; resume=True: continued from the
+    population's checkpoint); returns each run's result. written[k] false: member k trains (the
+    others depend on nothing of it, but the checkpoint holds it) and its directory is left alone
+    (its result there is final already)."""
     clock, started = runs.Stopwatch(), runs.now()
+    written = list(written) if written is not None else [True] * len(cfgs)
+    names, ckpt = member_names(run_dirs), checkpoint_path(run_dirs)
     with graceful_stop() as stop, ExitStack() as held:
         pop = build_population(cfgs, data)
-        dirs = [runs.open_run_dir(d, "runs", cfg, resume=False, held=held) for d, cfg in zip(run_dirs, cfgs)]
+        dirs = [runs.open_run_dir(d, "runs", cfg, resume=resume, held=held) if w else Path(d)
+                for d, cfg, w in zip(run_dirs, cfgs, written)]
+        if resume:
+            restore_population(ckpt, pop, names)
         try:
-            for run_dir in dirs:
-                runs.write_result(run_dir, {"status": "running", "started": started})
-            outcomes = fit_population(pop, should_stop=stop, on_row=lambda k: _write_metrics(pop, k, dirs[k]))
+            for k, run_dir in enumerate(dirs):
+                if written[k]:  # on resume: rows past the checkpoint are redone
+                    _write_metrics(pop, k, run_dir)
+                    runs.write_result(run_dir, {"status": "running", "started": started})
+            outcomes = fit_population(pop, should_stop=stop,
+                                      on_row=lambda k: written[k] and _write_metrics(pop, k, dirs[k]),
+                                      on_checkpoint=lambda: save_population(ckpt, pop, names))
             shared = clock() / len(cfgs)  # each member's share of building and training the population
-            return [_write_member(pop, k, outcome, dirs[k], started, shared) for k, outcome in enumerate(outcomes)]
+            results = [_write_member(pop, k, outcome, dirs[k], started, shared) if written[k]
+                       else runs.read_result(dirs[k]) for k, outcome in enumerate(outcomes)]
+            if not any(outcome.status == "interrupted" for outcome in outcomes):
+                ckpt.unlink(missing_ok=True)  # every member's directory is complete
+            return results
         except (OSError, torch.OutOfMemoryError) as exc:
-            errors = [runs.mark_failed(d, exc, started) for d in dirs]
+            errors = [runs.mark_failed(d, exc, started) for d, w in zip(dirs, written) if w]
             raise errors[0] from None
 
 
@@ -103,16 +138,16 @@ def _write_member(pop: Population, k: int, outcome: Outcome, run_dir: Path, star
                   shared_seconds: float) -> dict[str, Any]:
     """Member k's files as pipeline.train writes them: weights, test predictions, result.json last."""
     clock, setup = runs.Stopwatch(), member_setup(pop, k)
-    if outcome.status == "interrupted":
-        outcome = Outcome("interrupted", NO_CHECKPOINT)
-    result = runs.build_result(outcome, setup.state, cfg=setup.cfg, run_dir=run_dir, facts=pipeline._facts(setup))
+    result = runs.build_result(outcome, setup.state, cfg=setup.cfg, run_dir=run_dir, facts=pipeline.run_facts(setup))
     result["started"] = started
     result["population"] = {"members": len(pop.members), "member": k,
                             "seeds": [m.cfg.seed for m in pop.members], "shared_batches": pop.batches.shared}
-    if outcome.status != "interrupted":  # an interrupted member has no checkpoint to save
+    if outcome.status == "interrupted":  # the population's checkpoint holds it
+        result["reason"] = "stopped by a signal; run the experiment again to continue its population"
+    else:
         if outcome.status == "completed":
             save_member_checkpoint(pop, k, setup, run_dir / runs.CHECKPOINT)
-        pipeline._finish(setup, outcome, result, run_dir)
+        pipeline.finish_run(setup, outcome, result, run_dir)
     result.update(total_seconds=shared_seconds + clock(), finished=runs.now())
     runs.write_result(run_dir, result)
     return result

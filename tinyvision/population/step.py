@@ -53,8 +53,16 @@ class MemberSchedules:
             if scheduler is not None and on:
                 scheduler.step()
 
-    def state_dict(self) -> list[dict]:
-        return [s.state_dict() if s is not None else {} for s in self.schedulers]
+    def state_dict(self) -> dict[str, list[dict]]:
+        return {"optimizers": [o.state_dict() for o in self.optimizers],
+                "schedulers": [s.state_dict() if s is not None else {} for s in self.schedulers]}
+
+    def load_state_dict(self, state: dict[str, list[dict]]) -> None:
+        for optimizer, kept in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(kept)  # the current lr, momentum, betas
+        for scheduler, kept in zip(self.schedulers, state["schedulers"], strict=True):
+            if scheduler is not None:
+                scheduler.load_state_dict(kept)
 
 
 @dataclass
@@ -108,6 +116,19 @@ class MemberOptimizer:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+    def state_dict(self) -> dict:
+        return {"buffers": self.buffers, "step_counts": self.step_counts, "steps": self.steps,
+                "started": self.started}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Copied in place: the members' views of the buffers stay valid."""
+        for name, buffers in self.buffers.items():
+            for live, kept in zip(buffers, state["buffers"][name], strict=True):
+                live.copy_(kept)
+        self.step_counts.copy_(state["step_counts"])
+        self.steps, self.started, self._key = int(state["steps"]), list(state["started"]), None
 
     def member_state(self, k: int, group: dict) -> Optional[list[dict[str, torch.Tensor]]]:
         """Member k's optimiser state per parameter, as torch's optimiser would hold it for its single

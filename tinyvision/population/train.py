@@ -69,7 +69,9 @@ class Population:
     batches: MemberBatches
     val_loader: DeviceLoader
     dtype: Optional[torch.dtype]  # autocast, as the single runs resolve it
-    epoch: int = 0
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed within the current epoch (a checkpoint taken mid-epoch)
+    partial: Optional[dict] = None  # the current epoch's sums so far, as a checkpoint holds them
 
     @property
     def cfg(self) -> RunConfig:
@@ -110,31 +112,42 @@ def build_population(configs: Sequence[RunConfig | dict], data: Optional[ImageDa
 
 
 def fit_population(pop: Population, should_stop: Callable[[], bool] = lambda: False,
-                   on_row: Callable[[int], None] = lambda k: None) -> list[Outcome]:
-    """Train every member to its end (cfg.epochs, early stopping or divergence); returns each
-    member's Outcome. should_stop (polled after every step) ends the members still training with
-    "interrupted" (populations keep no checkpoint yet: they start again). on_row(k) follows each
-    row added to member k's history (its metrics.csv is written there)."""
-    if pop.cfg.eval_before and pop.epoch == 0:
+                   on_row: Callable[[int], None] = lambda k: None,
+                   on_checkpoint: Callable[[], None] = lambda: None) -> list[Outcome]:
+    """Train every member to its end (cfg.epochs, early stopping or divergence) from where `pop`
+    stands (a restored checkpoint: any epoch and step); returns each member's Outcome. should_stop
+    (polled after every step) ends the members still training with "interrupted". on_row(k)
+    follows each row added to member k's history (its metrics.csv is written there);
+    on_checkpoint() follows each epoch and an interruption, while `pop` can be saved and continued."""
+    if pop.cfg.eval_before and pop.epoch == 0 and pop.step == 0 and not pop.members[0].history:
         _epoch_zero(pop)
         for k in range(len(pop.members)):
             on_row(k)
     while pop.epoch < pop.cfg.epochs and any(m.active for m in pop.members):
         trained = _train_epoch(pop, should_stop)
         if trained is None:
-            for k, member in enumerate(pop.members):
-                if member.active:
-                    _stop(pop, k, INTERRUPTED)
-            break
+            return _interrupt(pop, on_checkpoint)
         val = evaluate_members(pop.net, pop.val_loader, pop.dtype)
         pop.schedules.step(False, [m.active for m in pop.members])
-        pop.epoch += 1
+        pop.epoch, pop.step = pop.epoch + 1, 0
         for k, member in enumerate(pop.members):
             if member.active and _end_epoch(pop, k, {"epoch": pop.epoch, **trained[k], **val.row(k, "val")}):
                 on_row(k)
+        if should_stop():  # a signal during validation: stop here, not a whole epoch later
+            return _interrupt(pop, on_checkpoint)
+        on_checkpoint()
     for k, member in enumerate(pop.members):
         if member.active:
             _stop(pop, k, COMPLETED)
+    return [m.outcome for m in pop.members]  # type: ignore[misc]
+
+
+def _interrupt(pop: Population, on_checkpoint: Callable[[], None]) -> list[Outcome]:
+    """Checkpoint the population as it stands, then end its active members as interrupted."""
+    on_checkpoint()
+    for k, member in enumerate(pop.members):
+        if member.active:
+            _stop(pop, k, INTERRUPTED)
     return [m.outcome for m in pop.members]  # type: ignore[misc]
 
 
@@ -152,18 +165,20 @@ def _epoch_zero(pop: Population) -> None:
 
 
 def _train_epoch(pop: Population, should_stop: Callable[[], bool]) -> Optional[list[dict]]:
-    """One epoch of every member; their metrics rows (train columns), or None when interrupted.
-    A member whose training loss stops being finite is stopped as diverged at that step."""
+    """The rest of the current epoch (from pop.step) for every member: their metrics rows (train
+    columns), or None when interrupted (pop.step and pop.partial then hold the epoch so far). A
+    member whose training loss stops being finite is stopped as diverged at that step."""
     k_all, device = len(pop.members), pop.device
-    loss_sum = torch.zeros(k_all, dtype=torch.float64, device=device)
-    correct = torch.zeros(k_all, dtype=torch.float64, device=device)
-    seen, step = 0, 0
-    lr_at_start, active_at_start = pop.schedules.lrs(), sum(m.active for m in pop.members)
+    partial = pop.partial or {"loss": [0.0] * k_all, "correct": [0.0] * k_all, "seen": 0, "seconds": 0.0,
+                              "lr": pop.schedules.lrs(), "active": sum(m.active for m in pop.members)}
+    loss_sum = torch.tensor(partial["loss"], dtype=torch.float64, device=device)  # floats: exact round trip
+    correct = torch.tensor(partial["correct"], dtype=torch.float64, device=device)
+    seen, lr_at_start, active_at_start = int(partial["seen"]), partial["lr"], partial["active"]
     check_every = 1 if device.type == "cpu" else 50  # a finiteness check is a host sync on a GPU
     smoothing = _smoothing(pop, device)
-    start = time.perf_counter()
+    start = time.perf_counter() - partial["seconds"]
     pop.net.train()
-    pop.batches.set_epoch(pop.epoch)
+    pop.batches.set_epoch(pop.epoch, start_step=pop.step)
     active = [m.active for m in pop.members]
     for x, y in pop.batches:
         with autocast(device, pop.dtype):
@@ -176,12 +191,15 @@ def _train_epoch(pop: Population, should_stop: Callable[[], bool]) -> Optional[l
         with torch.no_grad():
             loss_sum.add_(nll, alpha=y.shape[-1])
             correct.add_((logits.argmax(dim=-1) == y).sum(dim=-1))
-        seen, step = seen + y.shape[-1], step + 1
-        if step % check_every == 0 and _diverged(pop, loss_sum, seen, f"epoch {pop.epoch + 1}, step {step}"):
+        seen, pop.step = seen + y.shape[-1], pop.step + 1
+        if pop.step % check_every == 0 and _diverged(pop, loss_sum, seen, f"epoch {pop.epoch + 1}, step {pop.step}"):
             active = [m.active for m in pop.members]
         if should_stop():
+            pop.partial = {"loss": loss_sum.tolist(), "correct": correct.tolist(), "seen": seen,
+                           "seconds": time.perf_counter() - start, "lr": lr_at_start, "active": active_at_start}
             return None
     _diverged(pop, loss_sum, max(seen, 1), f"epoch {pop.epoch + 1}")
+    pop.partial = None
     seconds = (time.perf_counter() - start) / max(active_at_start, 1)  # each member's share of the epoch
     acc = (correct / max(seen, 1)).tolist()
     return [{"train_loss": float(loss_sum[k]) / max(seen, 1), "train_accuracy": acc[k], "train_error": 1.0 - acc[k],
