@@ -177,12 +177,13 @@ def test_four_tuning_workers_share_one_study(tmp_path) -> None:
 def test_ctrl_c_stops_a_parallel_experiment(tmp_path, inherited) -> None:
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) stops the running runs at their
     next step with a checkpoint, starts no other run, and exits 130 - also when the process was
-    started with SIGINT ignored, as a script's background job is (the workers stop on it anyway)."""
+    started with SIGINT ignored, as a script's background job is (the workers stop on it anyway).
+    Runs one at a time (--population 1); a stopped population: test_population_resume.py."""
     (tmp_path / "exp.yaml").write_text("name: int\nbase: {dataset: digits, model: 'mlp:512-512', epochs: 40, "
                                        "batch_size: 16}\ngrid: {lr: [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]}\n")
     with open(tmp_path / "err", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "tinyvision.cli", "run", "exp.yaml", "--jobs", "2",
-                                 "--exp-dir", "e", "--no-report"], cwd=tmp_path, env=env(), stderr=err,
+                                 "--exp-dir", "e", "--no-report", "--population", "1"], cwd=tmp_path, env=env(), stderr=err,
                                 stdout=subprocess.DEVNULL, start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, inherited))
     deadline = time.monotonic() + 120
@@ -201,12 +202,13 @@ def test_ctrl_c_stops_a_parallel_experiment(tmp_path, inherited) -> None:
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_a_signal_stops_a_sequential_experiment(tmp_path, how) -> None:
     """Without --jobs the runs share the process: a stop signal ends the running run with a
-    checkpoint and no later run starts (it used to stop only the run, and the next one began)."""
+    checkpoint and no later run starts (it used to stop only the run, and the next one began).
+    Runs one at a time (--population 1); a stopped population: test_population_resume.py."""
     (tmp_path / "exp.yaml").write_text("name: seq\nbase: {dataset: digits, model: 'mlp:512-512', epochs: 40, "
                                        "batch_size: 16}\ngrid: {lr: [0.001, 0.002, 0.003]}\n")
     with open(tmp_path / "err", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "tinyvision.cli", "run", "exp.yaml", "--exp-dir", "e",
-                                 "--no-report"], cwd=tmp_path, env=env(), stderr=err, stdout=subprocess.DEVNULL)
+                                 "--no-report", "--population", "1"], cwd=tmp_path, env=env(), stderr=err, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("e/runs/*/seed0/checkpoint.safetensors")) and time.monotonic() < deadline:
         time.sleep(0.05)

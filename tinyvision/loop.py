@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,21 +38,33 @@ class Outcome:
 COMPLETED = Outcome("completed")
 
 
-@dataclass
-class TrainState:
-    """Everything needed to continue training exactly where it stopped."""
+@dataclass(kw_only=True)
+class RunProgress:
+    """One run's epoch bookkeeping: counters, history, best weights and early stopping. A single
+    run's TrainState and each population member (population.train.Member) are one of these, and
+    end_epoch() keeps both: the rules exist once."""
 
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]
     epoch: int = 0  # epochs completed
-    step: int = 0  # steps completed within the current epoch (resume mid-epoch)
     best_loss: float = math.inf
     best_epoch: int = 0  # 1-based epoch of best_state; 0 = none yet
     best_state: Optional[dict[str, torch.Tensor]] = None
     bad_epochs: int = 0  # epochs since the last improvement (early stopping)
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+
+    def progress(self) -> dict[str, Any]:
+        """These fields by name (as keywords for another RunProgress: a member's as its run's TrainState)."""
+        return {f.name: getattr(self, f.name) for f in fields(RunProgress)}
+
+
+@dataclass
+class TrainState(RunProgress):
+    """Everything needed to continue training exactly where it stopped."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]
+    step: int = 0  # steps completed within the current epoch (resume mid-epoch)
     # partial sums of an interrupted epoch (loss, correct, seen, seconds) for exact resumes
     partial: Optional[dict[str, float]] = None
     steps: list[dict] = field(default_factory=list)  # steps.csv rows (cfg.log_every)
@@ -168,15 +180,23 @@ def _diverged(reason: str) -> Outcome:
     return Outcome("diverged", reason)
 
 
-def _update_best(state: TrainState, val_loss: float, cfg: RunConfig) -> None:
-    """Early-stopping bookkeeping on validation NLL; the best weights are kept in memory."""
-    if val_loss < state.best_loss - cfg.min_delta:
-        state.best_loss, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
-        state.best_state = snapshot(state.model)
+def end_epoch(run: RunProgress, row: dict, cfg: RunConfig,
+              snapshot: Callable[[], dict[str, torch.Tensor]]) -> Optional[Outcome]:
+    """A finished epoch's bookkeeping (run.epoch already counts it): a non-finite validation loss
+    ends the run as diverged (no row); else the row gets best_epoch and joins the history, the best
+    weights (lowest validation NLL, snapshot() taken only on improvement) are kept in memory, and
+    early stopping is decided (run.stopped_early)."""
+    if not math.isfinite(row["val_loss"]):
+        return _diverged(f"validation loss became {row['val_loss']} at epoch {run.epoch}")
+    if row["val_loss"] < run.best_loss - cfg.min_delta:
+        run.best_loss, run.best_epoch, run.bad_epochs = row["val_loss"], run.epoch, 0
+        run.best_state = snapshot()
     else:
-        state.bad_epochs += 1
-    if cfg.patience is not None and state.bad_epochs >= cfg.patience:
-        state.stopped_early = True
+        run.bad_epochs += 1
+    run.stopped_early = cfg.patience is not None and run.bad_epochs >= cfg.patience
+    row["best_epoch"] = run.best_epoch
+    run.history.append(row)
+    return None
 
 
 def evaluate_before(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
@@ -215,11 +235,9 @@ def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
         if state.scheduler is not None and cfg.schedule not in PER_STEP_SCHEDULES:
             state.scheduler.step()
         state.epoch, state.step = state.epoch + 1, 0
-        if not math.isfinite(val.loss):
-            return _diverged(f"validation loss became {val.loss} at epoch {state.epoch}")
-        _update_best(state, val.loss, cfg)
-        row["best_epoch"] = state.best_epoch
-        state.history.append(row)
+        ending = end_epoch(state, row, cfg, lambda: snapshot(state.model))
+        if ending is not None:
+            return ending
         ending = hooks.on_epoch_end(state, row)
         if ending is not None:
             return ending

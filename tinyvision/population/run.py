@@ -94,9 +94,7 @@ def member_setup(pop: Population, k: int) -> pipeline.Setup:
     net = pop.member_model(k)
     layout = torch.channels_last if loader.channels_last else torch.contiguous_format
     net = net.to(pop.device, memory_format=layout)
-    state = TrainState(net, None, None, epoch=member.epoch, best_loss=member.best_loss,  # type: ignore[arg-type]
-                       best_epoch=member.best_epoch, best_state=member.best_state, bad_epochs=member.bad_epochs,
-                       history=member.history, stopped_early=member.stopped_early)
+    state = TrainState(net, None, None, **member.progress())  # type: ignore[arg-type]
     return pipeline.Setup(member.cfg, pop.data, pop.norm, pop.device, net, state, loader, pop.val_loader)
 
 
@@ -124,9 +122,7 @@ def save_member_checkpoint(pop: Population, k: int, setup: pipeline.Setup, path:
     states = [{key: v.reshape(shape) if v.dim() else v for key, v in s.items()} for s, shape in zip(states, shapes)]
     optimizer.load_state_dict({"state": {i: s for i, s in enumerate(states) if s},
                                "param_groups": [{**group, "params": list(range(len(names)))}]})
-    state = TrainState(net, optimizer, pop.schedules.schedulers[k], epoch=member.epoch, best_loss=member.best_loss,
-                       best_epoch=member.best_epoch, best_state=member.best_state, bad_epochs=member.bad_epochs,
-                       history=member.history, stopped_early=member.stopped_early)
+    state = TrainState(net, optimizer, pop.schedules.schedulers[k], **member.progress())
     devices = [pop.device.index or 0] if pop.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(member.cfg.seed)  # the CUDA generators as its run seeded them (never drawn from)

@@ -10,9 +10,8 @@ weights it stopped with (a copy) and gets lr 0; the others go on until every mem
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -21,7 +20,7 @@ from ..config import RunConfig, make_config
 from ..data import ImageDataset, load_data
 from ..data.cached import run_normalization
 from ..data.loader import DeviceLoader, Normalization
-from ..loop import COMPLETED, INTERRUPTED, Outcome, restores_best
+from ..loop import COMPLETED, INTERRUPTED, Outcome, RunProgress, end_epoch, restores_best
 from ..models.build import Classifier
 from ..runtime import (autocast, autocast_dtype, configure_threads, resolve_device, set_determinism,
                        use_channels_last)
@@ -33,17 +32,11 @@ from .step import MemberOptimizer, MemberSchedules
 
 
 @dataclass
-class Member:
-    """One member's bookkeeping: what loop.TrainState holds for a single run."""
+class Member(RunProgress):
+    """One member: its config, its epoch bookkeeping as a single run keeps it (loop.RunProgress,
+    kept by loop.end_epoch), and how it ended."""
 
     cfg: RunConfig
-    epoch: int = 0  # epochs completed
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    best_state: Optional[State] = None
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    history: list[dict] = field(default_factory=list)
     outcome: Optional[Outcome] = None  # set when the member stops training
     final_state: Optional[State] = None  # its weights from then on (the best ones where restored)
     last_state: Optional[State] = None  # its weights when it stopped (what its checkpoint holds)
@@ -222,21 +215,13 @@ def _diverged(pop: Population, loss_sum: torch.Tensor, seen: int, where: str) ->
 
 
 def _end_epoch(pop: Population, k: int, row: dict) -> bool:
-    """Member k's epoch bookkeeping, as loop.fit does it for a single run; whether it got a row."""
+    """Member k's epoch bookkeeping (loop.end_epoch, as for a single run); whether it got a row."""
     member = pop.members[k]
     member.epoch = pop.epoch
-    if not math.isfinite(row["val_loss"]):
-        _stop(pop, k, Outcome("diverged", f"validation loss became {row['val_loss']} at epoch {pop.epoch}"))
+    ending = end_epoch(member, row, member.cfg, lambda: pop.net.snapshot(k))
+    if ending is not None:
+        _stop(pop, k, ending)
         return False
-    cfg = member.cfg
-    if row["val_loss"] < member.best_loss - cfg.min_delta:
-        member.best_loss, member.best_epoch, member.bad_epochs = row["val_loss"], pop.epoch, 0
-        member.best_state = pop.net.snapshot(k)
-    else:
-        member.bad_epochs += 1
-    member.stopped_early = cfg.patience is not None and member.bad_epochs >= cfg.patience
-    row["best_epoch"] = member.best_epoch
-    member.history.append(row)
     if member.stopped_early:
         _stop(pop, k, COMPLETED)
     return True
