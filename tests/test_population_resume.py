@@ -164,3 +164,36 @@ def test_sigkill_at_random_moments_then_run_again_is_bit_identical(tmp_path: Pat
           "checkpoint to continue; 4 runs bit-identical to the uninterrupted experiment")
     assert kills >= 3 and populations_resumed >= 2
     assert run_cli(tmp_path, "report", "killed").returncode == 0
+
+
+def test_a_stopped_population_continues_as_it_was_grouped(tmp_path: Path, monkeypatch) -> None:
+    """Stopped by a signal, then run again with another --population: the checkpointed population
+    keeps its members (it continues; nothing is retrained from scratch)."""
+    from tinyvision.experiments import build_experiment
+    from tinyvision.experiments.runner import plan, prepare_dir, run_group
+    from tinyvision.population import run as population_run
+
+    spec = {"name": "g", "base": {**BASE, "model": "digits-mlp", "epochs": 2}, "repeats": 4}
+    jobs = prepare_dir(build_experiment(spec), tmp_path / "e")
+    assert plan(jobs, range(4), None) == [[0, 1, 2, 3]]
+    with monkeypatch.context() as patched:  # a signal at the 5th step
+        polls = StopAt(5)
+        patched.setattr(population_run, "fit_population",
+                        lambda pop, should_stop, **hooks: fit_population(pop, should_stop=polls, **hooks))
+        results = run_group(jobs)
+    assert [r["status"] for r in results] == ["interrupted"] * 4
+    assert (jobs[0].run_dir / runs.POPULATION_CHECKPOINT).exists()
+    assert plan(jobs, range(4), 2) == [[0, 1, 2, 3]] and plan(jobs, range(4), None, workers=2) == [[0, 1, 2, 3]]
+    assert plan(jobs, range(4), 1) == [[0], [1], [2], [3]]  # one at a time, as asked: they start over
+    results = run_group(jobs)
+    assert [r["status"] for r in results] == ["completed"] * 4
+    assert not (jobs[0].run_dir / runs.POPULATION_CHECKPOINT).exists()
+    assert [len(runs.read_metrics(job.run_dir)) for job in jobs] == [2] * 4
+
+
+def test_runs_whose_spec_has_dropout_train_alone() -> None:
+    from tinyvision.population.members import auto_population, plan_groups
+
+    cfgs = [make_config({**BASE, "model": "mlp:32/drop0.5", "seed": s}) for s in range(3)]
+    assert plan_groups(cfgs, None) == plan_groups(cfgs, 3) == [[0], [1], [2]]
+    assert auto_population(cfgs[0]) == 1

@@ -190,7 +190,10 @@ def run_group(group: Sequence[RunJob], threads: Optional[int] = None, quiet: boo
                 return [results.get(i) or {"status": "busy", "reason": "its population is busy elsewhere",
                                            "run_dir": str(job.run_dir), "skipped": True}
                         for i, job in enumerate(group)]
-            return _train_population(list(group), threads, resume=True)
+            if all(_is_done(job) for job in group):  # killed after its last write: nothing left to train
+                (group[0].run_dir / runs.POPULATION_CHECKPOINT).unlink(missing_ok=True)
+            else:
+                return _train_population(list(group), threads, resume=True)
         fresh = []
         for i, job in enumerate(group):
             if i in results:
@@ -218,14 +221,17 @@ def _train_population(jobs: list[RunJob], threads: Optional[int], quiet: bool = 
     from ..population.run import train_members  # imported here: worker processes start light
 
     written = [not (resume and _is_done(job)) for job in jobs]
-    if not resume:
-        for job in jobs:
+    for job, w in zip(jobs, written):
+        if resume and w:  # what a member's own files said before its population was killed goes
+            for name in (runs.CHECKPOINT, runs.WEIGHTS):
+                (job.run_dir / name).unlink(missing_ok=True)
+        elif not resume:
             _reset(job.run_dir)
-    configs = [{**job.config, "threads": job.config.get("threads") or threads,
-                "device": pool.worker_device(job.config.get("device", "auto"))} for job in jobs]
+    configs = [_member_config(job, threads, resume) for job in jobs]
     try:
-        return train_members([make_config(c) for c in configs], [job.run_dir for job in jobs], resume=resume,
-                             written=written)
+        return train_members(configs, [job.run_dir for job in jobs], resume=resume, written=written)
+    except ValueError:  # runs the planner let through that cannot be stacked after all: one at a time
+        return [_run_locked(job, threads, quiet, prefix) for job in jobs]
     except TinyVisionError as exc:
         failed = [{"status": "failed", "reason": str(exc), "run_dir": str(job.run_dir)} for job in jobs]
         for job, result, w in zip(jobs, failed, written):
@@ -234,20 +240,48 @@ def _train_population(jobs: list[RunJob], threads: Optional[int], quiet: bool = 
         return failed
 
 
+def _member_config(job: RunJob, threads: Optional[int], resume: bool) -> RunConfig:
+    """A member's config: on resume its config.yaml (threads and device as the population began)."""
+    if resume and (job.run_dir / runs.CONFIG).exists():
+        return runs.read_config(job.run_dir)
+    return make_config({**job.config, "threads": job.config.get("threads") or threads,
+                        "device": pool.worker_device(job.config.get("device", "auto"))})
+
+
 def plan(jobs: Sequence[RunJob], indices: Sequence[int], population: Optional[int],
          workers: int = 1) -> list[list[int]]:
     """jobs[indices] in populations of at most `population` runs that can train together (None:
     as many as population.members.auto_population gives their shape, and with several workers
-    no more than keeps each of them busy)."""
+    no more than keeps each of them busy). A population with a checkpoint keeps its members
+    (it continues as it was, whatever the size asked for now, unless one at a time is)."""
     if population is not None and population <= 1:
         return [[i] for i in indices]
     from ..population.members import plan_groups
 
-    groups = plan_groups([make_config(jobs[i].config) for i in indices], population)
+    kept = _checkpointed_populations(jobs, indices)
+    taken = {i for group in kept for i in group}
+    rest = [i for i in indices if i not in taken]
+    groups = plan_groups([make_config(jobs[i].config) for i in rest], population, sharing=workers)
     if population is None and workers > 1:
-        share = -(-len(indices) // workers)  # ceil: runs per worker
+        share = -(-len(rest) // workers)  # ceil: runs per worker
         groups = [group[start:start + share] for group in groups for start in range(0, len(group), share)]
-    return [[indices[k] for k in group] for group in groups]
+    return kept + [[rest[k] for k in group] for group in groups]
+
+
+def _checkpointed_populations(jobs: Sequence[RunJob], indices: Sequence[int]) -> list[list[int]]:
+    """Groups of jobs[indices] that a population checkpoint names, in its member order."""
+    from ..population.checkpoint import saved_members
+    from ..population.run import member_names
+
+    by_name = {member_names([jobs[i].run_dir])[0]: i for i in indices}
+    groups: list[list[int]] = []
+    for i in indices:
+        path = jobs[i].run_dir / runs.POPULATION_CHECKPOINT
+        if path.exists():
+            group = [by_name.get(name) for name in saved_members(path)]
+            if group and None not in group and not any(k in g for g in groups for k in group):
+                groups.append(group)  # type: ignore[arg-type]
+    return groups
 
 
 def _describe(job: RunJob, result: dict[str, Any]) -> str:

@@ -28,8 +28,15 @@ def save_population(path: str | Path, pop: Population, names: Sequence[str]) -> 
     save_state(path, {
         "format": FORMAT, "members": list(names), "seeds": [m.cfg.seed for m in pop.members],
         "net": pop.net.state_dict(), "epoch": pop.epoch, "step": pop.step, "partial": pop.partial,
+        "loader": _order(pop),
         "optimizer": pop.optimizer.state_dict(), "schedules": pop.schedules.state_dict(),
         "member_states": [_member_record(m) for m in pop.members], "rng": rng_state(pop.device)})
+
+
+def _order(pop: Population) -> dict[str, int]:
+    """What fixes the members' training order besides their seeds (as a run's checkpoint has it)."""
+    loader = pop.batches.loaders[0]
+    return {"batch_size": loader.batch_size, "samples": len(loader.labels)}
 
 
 def _member_record(member: Member) -> dict[str, Any]:
@@ -68,6 +75,8 @@ def _check(saved: Any, pop: Population, names: Sequence[str]) -> None:
         raise ValueError(f"written for members {saved['members']}, not {list(names)}")
     if saved["seeds"] != [m.cfg.seed for m in pop.members]:
         raise ValueError(f"written for seeds {saved['seeds']}")
+    if saved["loader"] != _order(pop):
+        raise ValueError(f"written for another training order ({saved['loader']}, now {_order(pop)})")
     if not 0 <= saved["step"] <= len(pop.batches):
         raise ValueError(f"step {saved['step']} is beyond an epoch of {len(pop.batches)} steps")
     shapes = {k: v.shape for k, v in pop.net.state_dict().items()}

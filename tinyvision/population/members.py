@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
@@ -43,6 +43,8 @@ def config_problems(cfg: RunConfig) -> list[str]:
         problems.append("log_every (steps.csv)")
     if cfg.dropout:
         problems.append("dropout (its masks come from each run's global RNG)")
+    if not problems:
+        problems += _model_facts(cfg).problems  # what the spec itself holds: e.g. a drop0.5 layer
     return problems
 
 
@@ -72,10 +74,10 @@ def member_net(cfg: RunConfig, data: ImageDataset) -> Classifier:
     return net  # type: ignore[return-value]
 
 
-def plan_groups(cfgs: Sequence[RunConfig], cap: Optional[int]) -> list[list[int]]:
+def plan_groups(cfgs: Sequence[RunConfig], cap: Optional[int], sharing: int = 1) -> list[list[int]]:
     """Indices of `cfgs` grouped into populations of at most `cap` runs that can train together (None:
-    auto_population's size for their shape); a run that cannot join one is a group of its own; cap
-    1: one group per run (one at a time).
+    auto_population's size for their shape, `sharing` processes sharing the memory); a run that
+    cannot join one is a group of its own; cap 1: one group per run (one at a time).
     Within runs that can train together, runs of one seed are taken together first: members with
     one seed share every batch (one gather, and the first layer one wide matmul)."""
     if cap is not None and cap <= 1:
@@ -92,7 +94,7 @@ def plan_groups(cfgs: Sequence[RunConfig], cap: Optional[int]) -> list[list[int]
     planned = []
     for group in groups:
         ordered = sorted(group, key=lambda i: cfgs[i].seed)  # stable: points keep their order
-        size = cap if cap is not None else auto_population(cfgs[group[0]]) if len(group) > 1 else 1
+        size = cap if cap is not None else auto_population(cfgs[group[0]], sharing) if len(group) > 1 else 1
         planned += [ordered[start:start + size] for start in range(0, len(ordered), size)]
     return planned
 
@@ -101,37 +103,47 @@ AUTO_MAX = 32  # the largest population measured (design/populations.md: 32 MLP 
 MEMORY_SHARE = 0.5  # of the memory available now, for one population's members
 
 
-def auto_population(cfg: RunConfig) -> int:
+def auto_population(cfg: RunConfig, sharing: int = 1) -> int:
     """Members per population by default for runs like `cfg`: as many as fit in half the memory
-    available on its device (each member's weights, gradients, optimiser buffers, best and last
-    weights, and a training batch's activations and their gradients), at most AUTO_MAX. On a
-    CPU, models with convolutions train one at a time: grouped convolutions measured 0.8-1.0x the
-    speed of one-at-a-time there (benchmarks/README.md), so grouping would cost, not pay."""
+    available on its device, split between `sharing` processes (each member's weights, gradients,
+    optimiser buffers, best and last weights, and a training batch's activations and their
+    gradients, or an evaluation batch's if larger), at most AUTO_MAX. On a CPU, models with
+    convolutions train one at a time: grouped convolutions measured 0.8-1.0x the speed of
+    one-at-a-time there (benchmarks/README.md), so grouping would cost, not pay."""
     device = resolve_device(cfg.device)
-    try:
-        per_member, convolutional = _member_bytes(cfg.model, tuple(sorted(cfg.model_overrides().items())),
-                                                  _input_shape(cfg), cfg.batch_size)
-    except TinyVisionError:
-        return 1  # a model that does not fit the data: each run fails alone, with its own message
-    if device.type == "cpu" and convolutional:
-        return 1
-    return max(1, min(AUTO_MAX, int(MEMORY_SHARE * available_memory(device) // per_member)))
+    facts = _model_facts(cfg)
+    if facts.problems or (device.type == "cpu" and facts.convolutional):
+        return 1  # a model that cannot be stacked, or does not fit the data: its runs train alone
+    per_member = 4 * (6 * facts.params + max(3 * cfg.batch_size, cfg.eval_batch_size) * facts.activations)  # fp32
+    budget = MEMORY_SHARE * available_memory(device) / max(sharing, 1)
+    return max(1, min(AUTO_MAX, int(budget // per_member)))
+
+
+class ModelFacts(NamedTuple):
+    params: int
+    activations: int  # every layer's output values for one sample
+    convolutional: bool
+    problems: list[str]  # why it cannot be stacked (population.stack.unstackable)
+
+
+def _model_facts(cfg: RunConfig) -> ModelFacts:
+    return _facts(cfg.model, tuple(sorted(cfg.model_overrides().items())), _input_shape(cfg))
 
 
 @functools.lru_cache(maxsize=64)
-def _member_bytes(model: str, overrides: tuple, input_shape: tuple[int, int, int, int],
-                  batch_size: int) -> tuple[int, bool]:
-    """(bytes one member needs in training, whether it has convolutions), from the model built on
-    the CPU and one zero sample through it (models.summarize: every layer's output size)."""
+def _facts(model: str, overrides: tuple, input_shape: tuple[int, int, int, int]) -> ModelFacts:
+    """The model built on the CPU and one zero sample through it (models.summarize)."""
     from ..models import create_model, summarize
 
     *shape, classes = input_shape
-    with torch.random.fork_rng():  # building draws initial weights: leave the caller's RNG as it was
-        net = create_model(model, tuple(shape), classes, **dict(overrides))
+    try:
+        with torch.random.fork_rng():  # building draws initial weights: leave the caller's RNG as it was
+            net = create_model(model, tuple(shape), classes, **dict(overrides))
+    except TinyVisionError as exc:  # each run fails alone, with this message
+        return ModelFacts(0, 0, False, [str(exc)])
     summary = summarize(net, tuple(shape))
     activations = sum(_numel(row.output_shape) for row in summary.rows)
-    weights = 6 * summary.params  # weights, gradients, 2 optimiser buffers, best and last weights
-    return 4 * (weights + 3 * batch_size * activations), has_conv(net)  # fp32; activations kept and their gradients
+    return ModelFacts(summary.params, activations, has_conv(net), unstackable(net))
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -142,8 +154,8 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def _input_shape(cfg: RunConfig) -> tuple[int, int, int, int]:
-    """(C, H, W, classes) of the config's dataset as the catalogue gives them (a folder's: its
-    configured image size, else 64x64 colour, and 100 classes: estimated on the large side)."""
+    """(C, H, W, classes) of the config's dataset as the catalogue gives them (a folder's or an npz
+    file's: its configured image size, else 64x64 colour, and 100 classes: an estimate)."""
     from ..data.catalog import DATASETS
 
     if cfg.dataset in DATASETS:

@@ -71,14 +71,17 @@ def train_members(cfgs: Sequence[RunConfig], run_dirs: Sequence[str | Path], *,
                                       on_row=lambda k: written[k] and _write_metrics(pop, k, dirs[k]),
                                       on_checkpoint=lambda: save_population(ckpt, pop, names))
             shared = clock() / len(cfgs)  # each member's share of building and training the population
-            results = [_write_member(pop, k, outcome, dirs[k], started, shared) if written[k]
-                       else runs.read_result(dirs[k]) for k, outcome in enumerate(outcomes)]
+            results: list[dict[str, Any]] = []
+            for k, outcome in enumerate(outcomes):
+                results.append(_write_member(pop, k, outcome, dirs[k], started, shared) if written[k]
+                               else {**(runs.read_result(dirs[k]) or {}), "skipped": True})
+                written[k] = False  # final: a later failure leaves it as it is
             if not any(outcome.status == "interrupted" for outcome in outcomes):
                 ckpt.unlink(missing_ok=True)  # every member's directory is complete
             return results
         except (OSError, torch.OutOfMemoryError) as exc:
             errors = [runs.mark_failed(d, exc, started) for d, w in zip(dirs, written) if w]
-            raise errors[0] from None
+            raise (errors or [runs.mark_failed(None, exc, started)])[0] from None
 
 
 def _write_metrics(pop: Population, k: int, run_dir: Path) -> None:
