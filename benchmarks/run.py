@@ -30,7 +30,7 @@ from tinyvision.models import create_model
 from tinyvision.pipeline import build
 from tinyvision.runtime import (configure_threads, cpu_has_native_bf16, cuda_ampere_or_later, precision_name,
                                 resolve_device, set_determinism)
-from tinyvision.loop import Hooks, Outcome, train_epoch
+from tinyvision.loop import Hooks, SingleRun, train_epoch
 
 DEFAULT_THREADS = torch.get_num_threads()  # what a plain script gets; restored before each baseline
 TARGETS = {"lenet": 4.0, "mlp-40-40": 15.0}  # epoch speed-up over the per-sample pipeline
@@ -99,11 +99,11 @@ def tinyvision_epoch(case: dict, data_dir: str, steps: Optional[int], warmup: in
 
     hooks = Hooks(progress=progress, should_stop=lambda: stop_after is not None and len(marks) >= stop_after)
     sync(setup.device)  # the full-epoch timer starts inside train_epoch (and ends on a host sync)
-    row = train_epoch(setup.state, setup.train_loader, setup.cfg, hooks)
-    if isinstance(row, Outcome):  # stopped after warmup + steps
+    rows = train_epoch(SingleRun(setup.state, setup.train_loader, setup.val_loader, setup.cfg), hooks)
+    if rows is None:  # stopped after warmup + steps
         seconds, timed = marks[stop_after] - marks[warmup], steps
     else:
-        seconds, timed = row["seconds"], total
+        seconds, timed = rows[0]["seconds"], total
     return {"seconds": seconds * total / timed, "timed_steps": timed, "steps": total,
             "samples": setup.train_loader.samples_per_rank(), "setup": setup,
             "precision": precision_name(setup.cfg.precision, setup.device, setup.net)}

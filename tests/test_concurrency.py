@@ -67,7 +67,7 @@ def test_eight_worker_processes_write_200_runs_and_survive_a_killed_worker(tmp_p
             os.kill(victim.pid, signal.SIGKILL)  # mid-run, maybe mid-write: the lost runs are redone
 
     start = time.perf_counter()
-    results = execute(jobs, workers=8, quiet=True, on_result=on_result)
+    results = execute(jobs, workers=8, quiet=True, on_result=on_result, population=1)  # 200 units
     took = time.perf_counter() - start
     assert seen["workers"] == 8 and seen["killed"] is not None
     assert len(results) == 200 and all(r["status"] == "completed" for r in results)

@@ -109,7 +109,7 @@ def test_one_epoch_matches_single_runs(model: str, optimizer: dict, members: lis
 @pytest.mark.parametrize("model", [MLP, CNN])
 def test_members_with_one_seed_share_the_batch(model: str, digits) -> None:
     cfgs = configs({"model": model, **ADAM}, [{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 2e-3, "label_smoothing": 0.1}])
-    assert build_population(cfgs, digits).batches.shared
+    assert build_population(cfgs, digits).member_batches.shared
     assert_matches_single_runs(cfgs, digits, ONE_EPOCH)
 
 
@@ -119,7 +119,7 @@ def test_members_in_blocks_of_one_seed_share_their_block_batch(model: str, augme
     members = [{"seed": 4, "lr": 1e-3}, {"seed": 4, "lr": 3e-3}, {"seed": 1, "lr": 2e-3}, {"seed": 1, "lr": 1e-3},
                {"seed": 1, "lr": 5e-4}]
     cfgs = configs({"model": model, **ADAM, "augment": augment, "translate": 1}, members)
-    assert build_population(cfgs, digits).batches.sizes == [2, 3]
+    assert build_population(cfgs, digits).member_batches.sizes == [2, 3]
     assert_matches_single_runs(cfgs, digits, ONE_EPOCH)
 
 

@@ -89,7 +89,7 @@ def test_a_population_stopped_anywhere_continues_bit_identically(case: str, tmp_
     diverges = "diverged" if case == "cnn-sgd-onecycle-augment" else "completed"
     assert [o.status for o, *_ in expected] == ["completed", "completed", diverges, "completed"]
     assert [m.epoch for m in reference.members][:2] == [2, 4] and reference.members[3].epoch == 3
-    steps = len(reference.batches)
+    steps = len(reference.member_batches)
     for polls in (3, 2 * steps + 5, steps):
         pop, path = build_population(cfgs, digits), tmp_path / f"stop{polls}.safetensors"
         outcomes = fit_population(pop, should_stop=StopAt(polls), on_checkpoint=lambda: save_population(path, pop, ["a"]))

@@ -24,7 +24,7 @@ from .data import ImageDataset, load_data
 from .data.cached import run_normalization
 from .data.loader import DeviceLoader, Normalization
 from .evaluate import Predictions, class_report, predict_loader, split_metrics
-from .loop import INTERRUPTED, Hooks, Outcome, TrainState, fit, restores_best
+from .loop import Hooks, Outcome, TrainState, fit, restores_best
 from .models import create_model, summarize
 from .models.summary import summary_record
 from .optim import build_optimizer, build_scheduler, init_weights
@@ -155,9 +155,7 @@ def _run_hooks(setup: Setup, run_dir: Optional[Path], progress: EpochProgress, s
         if run_dir is not None:
             runs.write_metrics(run_dir, state.history, val_name=runs.val_name(setup.cfg))
             runs.write_steps(run_dir, state.steps)
-        if stop():  # a signal during validation: stop here, not a whole epoch later
-            return INTERRUPTED
-        if run_dir is not None:
+        if run_dir is not None:  # (a signal during validation: the loop stops after this epoch's hooks)
             save_checkpoint(run_dir / runs.CHECKPOINT, state, setup.net, setup.train_loader)
         return on_epoch(row) if on_epoch is not None else None
 

@@ -68,6 +68,15 @@ def _ctrl_c_raises() -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
+def _end_if_one_died(pool: ProcessPoolExecutor) -> None:
+    """Every call has returned: if a worker died meanwhile (killed while idle, it may hold the call
+    queue's lock), end the others now, or the pool's shutdown would wait on them for ever."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # private: no public handle
+    if any(p.exitcode is not None for p in processes):
+        for p in processes:
+            p.terminate()
+
+
 def run_in_processes(fn: Callable[..., Any], calls: Sequence[tuple], workers: int,
                      on_result: Callable[[int, Any], None]) -> list[int]:
     """fn(*calls[i]) in at most `workers` spawned processes; on_result(i, result) as each returns.
@@ -88,6 +97,7 @@ def run_in_processes(fn: Callable[..., Any], calls: Sequence[tuple], workers: in
                     lost.append(futures[future])
                     continue
                 on_result(futures[future], result)
+            _end_if_one_died(pool)
         except KeyboardInterrupt:  # the workers got the Ctrl-C too and stop at their next step
             stop.set()  # calls already handed to a worker's queue return without starting
             pool.shutdown(cancel_futures=True)  # the rest are never handed out

@@ -35,12 +35,14 @@ def save_population(path: str | Path, pop: Population, names: Sequence[str]) -> 
 
 def _order(pop: Population) -> dict[str, int]:
     """What fixes the members' training order besides their seeds (as a run's checkpoint has it)."""
-    loader = pop.batches.loaders[0]
+    loader = pop.member_batches.loaders[0]
     return {"batch_size": loader.batch_size, "samples": len(loader.labels)}
 
 
 def _member_record(member: Member) -> dict[str, Any]:
-    outcome = [member.outcome.status, member.outcome.reason] if member.outcome else None
+    if member.outcome is None or member.outcome.status == "interrupted":  # still training: it continues
+        return {**{key: getattr(member, key) for key in _MEMBER_FIELDS}, "outcome": None, "final": None}
+    outcome = [member.outcome.status, member.outcome.reason]
     final = next((key for key in ("best_state", "last_state") if member.final_state is getattr(member, key)), None)
     if member.final_state is not None and final is None:
         raise ValueError("a member's final weights are neither its best nor its last ones")
@@ -77,8 +79,8 @@ def _check(saved: Any, pop: Population, names: Sequence[str]) -> None:
         raise ValueError(f"written for seeds {saved['seeds']}")
     if saved["loader"] != _order(pop):
         raise ValueError(f"written for another training order ({saved['loader']}, now {_order(pop)})")
-    if not 0 <= saved["step"] <= len(pop.batches):
-        raise ValueError(f"step {saved['step']} is beyond an epoch of {len(pop.batches)} steps")
+    if not 0 <= saved["step"] <= len(pop.member_batches):
+        raise ValueError(f"step {saved['step']} is beyond an epoch of {len(pop.member_batches)} steps")
     shapes = {k: v.shape for k, v in pop.net.state_dict().items()}
     if {k: v.shape for k, v in saved["net"].items()} != shapes:
         raise ValueError("its weights do not fit this model")

@@ -93,7 +93,7 @@ def member_setup(pop: Population, k: int) -> pipeline.Setup:
     """Member k as the live objects of its single run (pipeline.Setup): its own model with the
     weights it ended with, on the device in the run's layout, and its bookkeeping as a TrainState
     (no optimiser: nothing trains it from here)."""
-    member, loader = pop.members[k], pop.batches.loaders[k]
+    member, loader = pop.members[k], pop.member_batches.loaders[k]
     net = pop.member_model(k)
     layout = torch.channels_last if loader.channels_last else torch.contiguous_format
     net = net.to(pop.device, memory_format=layout)
@@ -130,7 +130,7 @@ def save_member_checkpoint(pop: Population, k: int, setup: pipeline.Setup, path:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(member.cfg.seed)  # the CUDA generators as its run seeded them (never drawn from)
         torch.set_rng_state(member.rng)
-        save_checkpoint(path, state, net, pop.batches.loaders[k])
+        save_checkpoint(path, state, net, pop.member_batches.loaders[k])
 
 
 def _write_member(pop: Population, k: int, outcome: Outcome, run_dir: Path, started: str,
@@ -140,7 +140,7 @@ def _write_member(pop: Population, k: int, outcome: Outcome, run_dir: Path, star
     result = runs.build_result(outcome, setup.state, cfg=setup.cfg, run_dir=run_dir, facts=pipeline.run_facts(setup))
     result["started"] = started
     result["population"] = {"members": len(pop.members), "member": k,
-                            "seeds": [m.cfg.seed for m in pop.members], "shared_batches": pop.batches.shared}
+                            "seeds": [m.cfg.seed for m in pop.members], "shared_batches": pop.member_batches.shared}
     if outcome.status == "interrupted":  # the population's checkpoint holds it
         result["reason"] = "stopped by a signal; run the experiment again to continue its population"
     else:

@@ -1,18 +1,18 @@
 """Train a population: K runs as one model, each member with its own seed, schedule, early stopping
 and outcome.
 
-build_population() makes each member's single model (members.member_net) and stacks them;
-fit_population() runs the epochs. Per step: one forward and backward of the stacked model (loss:
-each member's mean cross-entropy, summed, so gradients stay per member), one per-member optimiser
-step. Per epoch: each member's metrics row, as loop.fit writes it, and its early-stopping
-bookkeeping. A member that stops (early stopping, or a non-finite loss: `diverged`) keeps the
-weights it stopped with (a copy) and gets lr 0; the others go on until every member has stopped.
+build_population() makes each member's single model (members.member_net) and stacks them into a
+Population: a loop.Trainee of K runs, trained by the same loop as a single run (loop.train; here
+fit_population). Per step: one forward and backward of the stacked model (loss: each member's
+mean cross-entropy, summed, so gradients stay per member), one per-member optimiser step. A
+member that stops (early stopping, a non-finite loss: `diverged`) keeps the weights it stopped
+with (a copy) and gets lr 0; the others go on until every member has stopped.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from ..config import RunConfig, make_config
 from ..data import ImageDataset, load_data
 from ..data.cached import run_normalization
 from ..data.loader import DeviceLoader, Normalization
-from ..loop import COMPLETED, INTERRUPTED, Outcome, RunProgress, end_epoch, restores_best
+from ..loop import Hooks, NoStepLog, Outcome, RunProgress, restores_best, train
 from ..models.build import Classifier
 from ..runtime import (autocast, autocast_dtype, configure_threads, resolve_device, set_determinism,
                        use_channels_last)
@@ -59,7 +59,7 @@ class Population:
     net: StackedNet
     optimizer: MemberOptimizer
     schedules: MemberSchedules
-    batches: MemberBatches
+    member_batches: MemberBatches  # each member's training batches
     val_loader: DeviceLoader
     dtype: Optional[torch.dtype]  # autocast, as the single runs resolve it
     epoch: int = 0  # epochs completed
@@ -75,6 +75,82 @@ class Population:
         net = self.nets[k]
         net.load_state_dict(self.members[k].final_state or self.net.snapshot(k))
         return net
+
+    # -- loop.Trainee -------------------------------------------------------------------------
+
+    @property
+    def smoothing(self) -> Optional[torch.Tensor]:
+        """Each member's label smoothing as a [K] tensor; None when no member smooths."""
+        values = [m.cfg.label_smoothing for m in self.members]
+        return torch.tensor(values, device=self.device) if any(values) else None
+
+    @property
+    def runs(self) -> list[Member]:
+        return self.members
+
+    @property
+    def cfgs(self) -> list[RunConfig]:
+        return [m.cfg for m in self.members]
+
+    def outcome(self, k: int) -> Optional[Outcome]:
+        return self.members[k].outcome
+
+    def stop(self, k: int, outcome: Outcome) -> None:
+        """Member k trains no more: it keeps its weights from here (its best ones when it completed
+        and restores them); the optimiser steps it no more."""
+        member = self.members[k]
+        member.outcome = outcome
+        restore = outcome.status == "completed" and restores_best(member.cfg) and member.best_state is not None
+        member.last_state = self.net.snapshot(k)
+        member.final_state = member.best_state if restore else member.last_state
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.net.train()
+        self.member_batches.set_epoch(self.epoch, start_step=self.step)
+        return iter(self.member_batches)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.member_batches)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, active: list[bool]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        with autocast(self.device, self.dtype):
+            logits = self.net(x, self.member_batches.sizes)
+        nll, loss = member_losses(logits.float(), y, self.smoothing)
+        self.optimizer.zero_grad()
+        loss.sum().backward()
+        self.optimizer.step(self.schedules.groups(), active)
+        with torch.no_grad():
+            return nll, (logits.argmax(dim=-1) == y).sum(dim=-1), y.shape[-1]
+
+    def lrs(self) -> list[float]:
+        return self.schedules.lrs()
+
+    def schedule_step(self, per_step: bool, active: list[bool]) -> None:
+        self.schedules.step(per_step, active)
+
+    def validate(self) -> list[dict]:
+        val = evaluate_members(self.net, self.val_loader, self.dtype)
+        return [val.row(k, "val") for k in range(len(self.members))]
+
+    def evaluate_before(self) -> list[dict]:
+        """eval_before's row for every member: the initial weights on the training split (in
+        order, unaugmented) and on the validation split."""
+        start = time.perf_counter()
+        train = evaluate_members(self.net, self.member_batches.loaders[0].in_order(self.cfg.eval_batch_size), self.dtype)
+        val = self.validate()
+        seconds = (time.perf_counter() - start) / len(self.members)
+        rows = []
+        for k, lr in enumerate(self.lrs()):
+            row = {"epoch": 0, **train.row(k, "train"), "lr": lr, "seconds": seconds, **val[k], "best_epoch": 0}
+            row.pop("train_seconds")
+            rows.append(row)
+        return rows
+
+    def snapshot(self, k: int) -> State:
+        return self.net.snapshot(k)
+
+    def step_log(self, window: Optional[list[float]]) -> NoStepLog:
+        return NoStepLog()  # log_every runs train alone (members.config_problems)
 
 
 def build_population(configs: Sequence[RunConfig | dict], data: Optional[ImageDataset] = None) -> Population:
@@ -107,131 +183,17 @@ def build_population(configs: Sequence[RunConfig | dict], data: Optional[ImageDa
 def fit_population(pop: Population, should_stop: Callable[[], bool] = lambda: False,
                    on_row: Callable[[int], None] = lambda k: None,
                    on_checkpoint: Callable[[], None] = lambda: None) -> list[Outcome]:
-    """Train every member to its end (cfg.epochs, early stopping or divergence) from where `pop`
-    stands (a restored checkpoint: any epoch and step); returns each member's Outcome. should_stop
-    (polled after every step) ends the members still training with "interrupted". on_row(k)
-    follows each row added to member k's history (its metrics.csv is written there);
+    """Train every member to its end from where `pop` stands (a restored checkpoint: any epoch and
+    step) with the loop every run trains with (loop.train); returns each member's Outcome.
+    should_stop (polled after every step) ends the members still training with "interrupted".
+    on_row(k) follows each row added to member k's history (its metrics.csv is written there);
     on_checkpoint() follows each epoch and an interruption, while `pop` can be saved and continued."""
-    if pop.cfg.eval_before and pop.epoch == 0 and pop.step == 0 and not pop.members[0].history:
-        _epoch_zero(pop)
-        for k in range(len(pop.members)):
-            on_row(k)
-    while pop.epoch < pop.cfg.epochs and any(m.active for m in pop.members):
-        trained = _train_epoch(pop, should_stop)
-        if trained is None:
-            return _interrupt(pop, on_checkpoint)
-        val = evaluate_members(pop.net, pop.val_loader, pop.dtype)
-        pop.schedules.step(False, [m.active for m in pop.members])
-        pop.epoch, pop.step = pop.epoch + 1, 0
-        for k, member in enumerate(pop.members):
-            if member.active and _end_epoch(pop, k, {"epoch": pop.epoch, **trained[k], **val.row(k, "val")}):
-                on_row(k)
-        if should_stop():  # a signal during validation: stop here, not a whole epoch later
-            return _interrupt(pop, on_checkpoint)
-        on_checkpoint()
-    for k, member in enumerate(pop.members):
-        if member.active:
-            _stop(pop, k, COMPLETED)
-    return [m.outcome for m in pop.members]  # type: ignore[misc]
+    index = {id(member): k for k, member in enumerate(pop.members)}
 
+    def row_added(run: RunProgress, row: dict) -> None:
+        on_row(index[id(run)])
 
-def _interrupt(pop: Population, on_checkpoint: Callable[[], None]) -> list[Outcome]:
-    """Checkpoint the population as it stands, then end its active members as interrupted."""
-    on_checkpoint()
-    for k, member in enumerate(pop.members):
-        if member.active:
-            _stop(pop, k, INTERRUPTED)
-    return [m.outcome for m in pop.members]  # type: ignore[misc]
-
-
-def _epoch_zero(pop: Population) -> None:
-    """eval_before's row for every member: the initial weights on the training split (in order,
-    unaugmented) and on the validation split."""
-    start = time.perf_counter()
-    train = evaluate_members(pop.net, pop.batches.loaders[0].in_order(pop.cfg.eval_batch_size), pop.dtype)
-    val = evaluate_members(pop.net, pop.val_loader, pop.dtype)
-    seconds = (time.perf_counter() - start) / len(pop.members)
-    for k, (member, lr) in enumerate(zip(pop.members, pop.schedules.lrs())):
-        member.history.append({"epoch": 0, **train.row(k, "train"), "lr": lr, "seconds": seconds,
-                               **val.row(k, "val"), "best_epoch": 0})
-        member.history[-1].pop("train_seconds")
-
-
-def _train_epoch(pop: Population, should_stop: Callable[[], bool]) -> Optional[list[dict]]:
-    """The rest of the current epoch (from pop.step) for every member: their metrics rows (train
-    columns), or None when interrupted (pop.step and pop.partial then hold the epoch so far). A
-    member whose training loss stops being finite is stopped as diverged at that step."""
-    k_all, device = len(pop.members), pop.device
-    partial = pop.partial or {"loss": [0.0] * k_all, "correct": [0.0] * k_all, "seen": 0, "seconds": 0.0,
-                              "lr": pop.schedules.lrs(), "active": sum(m.active for m in pop.members)}
-    loss_sum = torch.tensor(partial["loss"], dtype=torch.float64, device=device)  # floats: exact round trip
-    correct = torch.tensor(partial["correct"], dtype=torch.float64, device=device)
-    seen, lr_at_start, active_at_start = int(partial["seen"]), partial["lr"], partial["active"]
-    check_every = 1 if device.type == "cpu" else 50  # a finiteness check is a host sync on a GPU
-    smoothing = _smoothing(pop, device)
-    start = time.perf_counter() - partial["seconds"]
-    pop.net.train()
-    pop.batches.set_epoch(pop.epoch, start_step=pop.step)
-    active = [m.active for m in pop.members]
-    for x, y in pop.batches:
-        with autocast(device, pop.dtype):
-            logits = pop.net(x, pop.batches.sizes)
-        nll, loss = member_losses(logits.float(), y, smoothing)
-        pop.optimizer.zero_grad()
-        loss.sum().backward()
-        pop.optimizer.step(pop.schedules.groups(), active)
-        pop.schedules.step(True, active)
-        with torch.no_grad():
-            loss_sum.add_(nll, alpha=y.shape[-1])
-            correct.add_((logits.argmax(dim=-1) == y).sum(dim=-1))
-        seen, pop.step = seen + y.shape[-1], pop.step + 1
-        if pop.step % check_every == 0 and _diverged(pop, loss_sum, seen, f"epoch {pop.epoch + 1}, step {pop.step}"):
-            active = [m.active for m in pop.members]
-        if should_stop():
-            pop.partial = {"loss": loss_sum.tolist(), "correct": correct.tolist(), "seen": seen,
-                           "seconds": time.perf_counter() - start, "lr": lr_at_start, "active": active_at_start}
-            return None
-    _diverged(pop, loss_sum, max(seen, 1), f"epoch {pop.epoch + 1}")
-    pop.partial = None
-    seconds = (time.perf_counter() - start) / max(active_at_start, 1)  # each member's share of the epoch
-    acc = (correct / max(seen, 1)).tolist()
-    return [{"train_loss": float(loss_sum[k]) / max(seen, 1), "train_accuracy": acc[k], "train_error": 1.0 - acc[k],
-             "lr": lr_at_start[k], "seconds": seconds} for k in range(k_all)]
-
-
-def _smoothing(pop: Population, device: torch.device) -> Optional[torch.Tensor]:
-    """Each member's label smoothing as a [K] tensor; None when no member smooths."""
-    values = [m.cfg.label_smoothing for m in pop.members]
-    return torch.tensor(values, device=device) if any(values) else None
-
-
-def _diverged(pop: Population, loss_sum: torch.Tensor, seen: int, where: str) -> bool:
-    """Stop, as diverged, every active member whose summed training loss is not finite."""
-    bad = (~torch.isfinite(loss_sum)).tolist()
-    hit = [k for k, member in enumerate(pop.members) if member.active and bad[k]]
-    for k in hit:
-        _stop(pop, k, Outcome("diverged", f"training loss became {float(loss_sum[k]) / seen} at {where}"))
-    return bool(hit)
-
-
-def _end_epoch(pop: Population, k: int, row: dict) -> bool:
-    """Member k's epoch bookkeeping (loop.end_epoch, as for a single run); whether it got a row."""
-    member = pop.members[k]
-    member.epoch = pop.epoch
-    ending = end_epoch(member, row, member.cfg, lambda: pop.net.snapshot(k))
-    if ending is not None:
-        _stop(pop, k, ending)
-        return False
-    if member.stopped_early:
-        _stop(pop, k, COMPLETED)
-    return True
-
-
-def _stop(pop: Population, k: int, outcome: Outcome) -> None:
-    """Member k trains no more: it keeps its weights from here (its best ones when it completed and
-    restores them); the optimiser steps it no more."""
-    member = pop.members[k]
-    member.outcome = outcome
-    restore = outcome.status == "completed" and restores_best(member.cfg) and member.best_state is not None
-    member.last_state = pop.net.snapshot(k)
-    member.final_state = member.best_state if restore else member.last_state
+    outcomes = train(pop, Hooks(on_epoch_end=row_added, should_stop=should_stop, on_epoch_done=on_checkpoint))
+    if any(outcome.status == "interrupted" for outcome in outcomes):
+        on_checkpoint()  # the interrupted members are saved as still training (population.checkpoint)
+    return outcomes
