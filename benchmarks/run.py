@@ -100,6 +100,8 @@ def tinyvision_epoch(case: dict, data_dir: str, steps: Optional[int], warmup: in
     hooks = Hooks(progress=progress, should_stop=lambda: stop_after is not None and len(marks) >= stop_after)
     sync(setup.device)  # the full-epoch timer starts inside train_epoch (and ends on a host sync)
     rows = train_epoch(SingleRun(setup.state, setup.train_loader, setup.val_loader, setup.cfg), hooks)
+    if rows == []:
+        raise RuntimeError(f"{case}: the run diverged in its timed epoch")
     if rows is None:  # stopped after warmup + steps
         seconds, timed = marks[stop_after] - marks[warmup], steps
     else:

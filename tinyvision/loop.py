@@ -71,8 +71,9 @@ class TrainState(RunProgress):
     optimizer: torch.optim.Optimizer
     scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]
     step: int = 0  # steps completed within the current epoch (resume mid-epoch)
-    # partial sums of an interrupted epoch (loss, correct, seen, seconds) for exact resumes
-    partial: Optional[dict[str, float]] = None
+    # sums of an interrupted epoch for exact resumes (train_epoch: loss, correct and lr as lists of
+    # one, seen, seconds, active, window; checkpoints of earlier versions hold plain numbers)
+    partial: Optional[dict[str, Any]] = None
     steps: list[dict] = field(default_factory=list)  # steps.csv rows (cfg.log_every)
 
 
@@ -84,7 +85,7 @@ class Hooks:
     on_epoch_end: Callable[[RunProgress, dict], Optional[Outcome]] = lambda run, row: None
     should_stop: Callable[[], bool] = lambda: False  # polled after every step (Ctrl-C)
     progress: Callable[[int, int], Callable[[], None]] = lambda epoch, steps: (lambda: None)
-    on_epoch_done: Callable[[], None] = lambda: None  # after every run's bookkeeping of an epoch
+    on_epoch_done: Callable[[], None] = lambda: None  # after the runs' bookkeeping of an epoch they trained through
 
 
 INTERRUPTED = Outcome("interrupted", "stopped by a signal; resume with --resume")
@@ -137,6 +138,8 @@ def train(trainee: Trainee, hooks: Optional[Hooks] = None) -> list[Outcome]:
         for k, row in enumerate(trainee.evaluate_before()):
             trainee.runs[k].history.append(row)
             _end_with(trainee, k, hooks.on_epoch_end(trainee.runs[k], row))
+        if hooks.should_stop() and any(_active(trainee)):  # a signal during that evaluation
+            return _interrupt(trainee)
     while trainee.epoch < cfg.epochs and any(_active(trainee)):
         trained = train_epoch(trainee, hooks)
         if trained is None:
@@ -153,8 +156,8 @@ def train(trainee: Trainee, hooks: Optional[Hooks] = None) -> list[Outcome]:
             ending = end_epoch(run, row, trainee.cfgs[k], lambda: trainee.snapshot(k))
             ending = ending or hooks.on_epoch_end(run, row)
             _end_with(trainee, k, ending or (COMPLETED if run.stopped_early else None))
-        if hooks.should_stop() and any(_active(trainee)):  # a signal during validation: not a whole epoch later
-            return _interrupt(trainee)
+        if trainee.epoch < cfg.epochs and hooks.should_stop() and any(_active(trainee)):
+            return _interrupt(trainee)  # a signal during validation: not a whole epoch later
         hooks.on_epoch_done()
     for k in range(len(trainee.runs)):
         if trainee.outcome(k) is None:
@@ -181,8 +184,9 @@ def _interrupt(trainee: Trainee) -> list[Outcome]:
 
 def train_epoch(trainee: Trainee, hooks: Hooks) -> Optional[list[dict]]:
     """The rest of the current epoch (from trainee.step) for every run: their metrics rows (train
-    columns), or None when a stop signal came (trainee.step and .partial then hold the epoch so
-    far). A run whose training loss stops being finite is stopped as diverged at that step."""
+    columns); None when a stop signal came (trainee.step and .partial then hold the epoch so far);
+    [] when every run has diverged. A run whose training loss stops being finite is stopped as
+    diverged at that step."""
     k_all, device = len(trainee.runs), trainee.device
     active = _active(trainee)
     partial = trainee.partial or {"loss": [0.0] * k_all, "correct": [0.0] * k_all, "seen": 0, "seconds": 0.0}
@@ -392,8 +396,9 @@ class SingleRun:
 def fit(state: TrainState, train_loader: DeviceLoader, val_loader: DeviceLoader,
         cfg: RunConfig, hooks: Optional[Hooks] = None) -> Outcome:
     """Train one run (train() of a SingleRun) from state.epoch and state.step to cfg.epochs or early
-    stopping, and restore its best weights (unless cfg.restore_best is false); any other ending
-    (interrupted, diverged, a hook's) leaves the weights as they are."""
+    stopping, and restore its best weights (unless cfg.restore_best is false; also when a hook
+    ends it as "completed"); any other ending (interrupted, diverged, pruned) leaves the weights
+    as they are."""
     return train(SingleRun(state, train_loader, val_loader, cfg), hooks)[0]
 
 

@@ -41,7 +41,8 @@ def _order(pop: Population) -> dict[str, int]:
 
 def _member_record(member: Member) -> dict[str, Any]:
     if member.outcome is None or member.outcome.status == "interrupted":  # still training: it continues
-        return {**{key: getattr(member, key) for key in _MEMBER_FIELDS}, "outcome": None, "final": None}
+        return {**{key: getattr(member, key) for key in _MEMBER_FIELDS}, "last_state": None, "outcome": None,
+                "final": None}
     outcome = [member.outcome.status, member.outcome.reason]
     final = next((key for key in ("best_state", "last_state") if member.final_state is getattr(member, key)), None)
     if member.final_state is not None and final is None:

@@ -10,6 +10,7 @@ with (a copy) and gets lr 0; the others go on until every member has stopped.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
@@ -78,9 +79,10 @@ class Population:
 
     # -- loop.Trainee -------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def smoothing(self) -> Optional[torch.Tensor]:
-        """Each member's label smoothing as a [K] tensor; None when no member smooths."""
+        """Each member's label smoothing as a [K] tensor on the device (made once: no copy per step);
+        None when no member smooths."""
         values = [m.cfg.label_smoothing for m in self.members]
         return torch.tensor(values, device=self.device) if any(values) else None
 
@@ -187,7 +189,8 @@ def fit_population(pop: Population, should_stop: Callable[[], bool] = lambda: Fa
     step) with the loop every run trains with (loop.train); returns each member's Outcome.
     should_stop (polled after every step) ends the members still training with "interrupted".
     on_row(k) follows each row added to member k's history (its metrics.csv is written there);
-    on_checkpoint() follows each epoch and an interruption, while `pop` can be saved and continued."""
+    on_checkpoint() follows each epoch in which a member trained to its end, and an interruption:
+    while `pop` can be saved and continued."""
     index = {id(member): k for k, member in enumerate(pop.members)}
 
     def row_added(run: RunProgress, row: dict) -> None:
