@@ -317,3 +317,20 @@ def test_run_with_jobs_and_population_from_the_command_line(tmp_path) -> None:
     assert sorted((r["population"]["members"], r["population"]["member"]) for r in results) == \
         [(2, 0), (2, 0), (2, 1), (2, 1)]
     assert (tmp_path / "p" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("optimizer", [ADAM, SGD], ids=["adam", "sgd"])
+def test_members_that_step_alike_share_a_kernel_call_bit_identically(optimizer: dict, digits) -> None:
+    """Seeds only: every member's step is the same kernel call over all their slices (one call, not
+    K), and each member still ends bit-identical to its single run (MLP, one thread)."""
+    from tinyvision.population.step import MemberOptimizer
+
+    cfgs = configs({"model": MLP, **optimizer, "lr": 0.003 if optimizer is ADAM else 0.05},
+                   [{"seed": s} for s in range(4)])
+    pop = build_population(cfgs, digits)
+    assert pop.optimizer._kernel_batches(pop.schedules.groups(), [True] * 4) == [[0, 1, 2, 3]]
+    assert isinstance(pop.optimizer, MemberOptimizer) and pop.optimizer.fused
+    fit_population(pop)
+    for k, cfg in enumerate(cfgs):
+        _, _, weights = single_run(cfg, digits)
+        assert max_difference(pop.member_model(k).state_dict(), weights) == 0.0, f"member {k}"

@@ -110,6 +110,7 @@ class MemberOptimizer:
         self.step_counts = torch.zeros(members, dtype=torch.float32, device=self.params[0].device)
         self.steps = 0  # population steps (the multi-tensor path's bias correction)
         self.started = [False] * members  # SGD: a member's first step sets its momentum buffer
+        self.counts = [0] * members  # Adam: step_counts as Python ints (grouping members needs no host read)
         self._key: Optional[tuple] = None
         self._views: Optional[dict[str, list[list[torch.Tensor]]]] = None
 
@@ -128,6 +129,7 @@ class MemberOptimizer:
             for live, kept in zip(buffers, state["buffers"][name], strict=True):
                 live.copy_(kept)
         self.step_counts.copy_(state["step_counts"])
+        self.counts = [int(c) for c in self.step_counts.tolist()]
         self.steps, self.started, self._key = int(state["steps"]), list(state["started"]), None
 
     def member_state(self, k: int, group: dict) -> Optional[list[dict[str, torch.Tensor]]]:
@@ -165,20 +167,47 @@ class MemberOptimizer:
         (self._sgd if self.kind == "sgd" else self._adam)(grads)
 
     def _fused_step(self, grads: list[torch.Tensor], groups: list[dict], active: Sequence[bool]) -> None:
+        """Each active member's slices stepped by the kernel its single run uses; members whose step
+        is the same (hyper-parameters, Adam's step count, SGD's first step) share one kernel call
+        over all their slices (elementwise: the same bits as a call per member, less dispatch)."""
         if self._views is None:  # the parameters' and buffers' member slices, made once
             self._views = {"params": self._by_member(self.params),
                            **{name: self._by_member(b) for name, b in self.buffers.items()},
                            "steps": [[count] * len(self.params) for count in self.step_counts.unbind()]}
         views, member_grads = self._views, self._by_member(grads)
-        for k in (k for k in range(self.members) if active[k]):
+        for members in self._kernel_batches(groups, active):
+            def joined(name: str) -> list[torch.Tensor]:
+                source = member_grads if name == "grads" else views[name]
+                return [t for k in members for t in source[k]]
+
+            group = groups[members[0]]
             if self.kind == "sgd":
-                _kernels.sgd(views["params"][k], member_grads[k], views["momentum_buffer"][k], groups[k],
-                             first=not self.started[k])
-                self.started[k] = True
+                _kernels.sgd(joined("params"), joined("grads"), joined("momentum_buffer"), group,
+                             first=not self.started[members[0]])
+                for k in members:
+                    self.started[k] = True
                 continue
-            self.step_counts[k] += 1
-            _kernels.adam(self.kind, views["params"][k], member_grads[k], views["exp_avg"][k],
-                          views["exp_avg_sq"][k], views["steps"][k], groups[k])
+            if len(members) == self.members:
+                self.step_counts += 1
+            else:
+                for k in members:
+                    self.step_counts[k] += 1
+            for k in members:
+                self.counts[k] += 1
+            _kernels.adam(self.kind, joined("params"), joined("grads"), joined("exp_avg"), joined("exp_avg_sq"),
+                          joined("steps"), group)
+
+    def _kernel_batches(self, groups: list[dict], active: Sequence[bool]) -> list[list[int]]:
+        """The active members in batches that one kernel call can step: equal hyper-parameters and
+        the same step (SGD: first or not; Adam: the count its bias correction reads)."""
+        batches: dict[tuple, list[int]] = {}
+        for k in (k for k in range(self.members) if active[k]):
+            g = groups[k]
+            place = self.started[k] if self.kind == "sgd" else self.counts[k]
+            key = (place, float(g["lr"]), float(g["weight_decay"]), float(g.get("momentum", 0.0)),
+                   float(g.get("dampening", 0.0)), tuple(g.get("betas", ())), float(g.get("eps", 0.0)))
+            batches.setdefault(key, []).append(k)
+        return list(batches.values())
 
     # -- the multi-tensor path ----------------------------------------------------------------
 
