@@ -51,7 +51,7 @@ def case_configs(name: str, args: argparse.Namespace) -> list[list[RunConfig]]:
     case = CASES[name]
     seeds = range(args.members if args.members and case["seeds"] > 1 and "lrs" not in case else case["seeds"])
     common = {"dataset": "mnist", "epochs": args.epochs, "device": args.device, "data_dir": args.data_dir,
-              "threads": args.threads, **case["base"]}
+              "threads": args.threads, **case["base"], **({"precision": args.precision} if args.precision else {})}
     if args.quick and name in QUICK_SUBSET:
         common["train_subset"] = QUICK_SUBSET[name]
     if "lrs" in case:  # one population, seed-major: the members of a seed share its batches
@@ -176,6 +176,8 @@ def main() -> None:
                              "max weight difference; exit 1 above 1e-3")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
     parser.add_argument("--threads", type=int, help="torch threads (default: every core)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="every run's precision (default: the config's, auto)")
     parser.add_argument("--data-dir", default=os.environ.get("TINYVISION_DATA", "/work/shared/datasets"),
                         help="folder holding mnist/ (default: $TINYVISION_DATA, else /work/shared/datasets)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -193,6 +195,7 @@ def main() -> None:
             args.json.write_text(json.dumps([row], indent=2) + "\n")
         return
     print(f"torch {torch.__version__}, {args.threads or os.cpu_count()} threads, device {args.device}, "
+          f"precision {args.precision or 'auto'}, "
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
     rows = []
     for name in args.cases.split(","):
