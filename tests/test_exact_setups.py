@@ -286,3 +286,13 @@ def test_evaluating_the_missing_validation_split_is_one_line(tmp_path, capsys) -
     assert main(["evaluate", str(tmp_path / "run"), "--split", "val"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "val split has no images (val_size=0" in err
+
+
+def test_the_report_counts_trained_epochs_not_the_epoch_zero_row(tmp_path) -> None:
+    from tinyvision.report import read_experiment
+    from tinyvision.report.tables import runs_table
+
+    tv.run({"name": "eb", "base": {**DIGITS, "model": "mlp:16", "epochs": 2, "eval_before": True}, "repeats": 1},
+           exp_dir=tmp_path / "eb", quiet=True)
+    [row] = runs_table(read_experiment(tmp_path / "eb")).rows
+    assert row["epochs"] == 2

@@ -165,3 +165,39 @@ def test_predict_mistakes_on_the_command_line_and_in_the_report(folder_run: tv.R
     assert "already exists" in capsys.readouterr().err  # never overwritten
     write_report(folder_run["run_dir"])  # the report's mistakes grid is captioned with the file names
     assert "under each, its file name (all of them in mistakes.csv)" in (Path(folder_run["run_dir"]) / "report.md").read_text()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--mistakes", "{tmp}/no/such/folder/m.csv"], "does not exist"),
+    (["--csv", "{tmp}/same.csv", "--mistakes", "{tmp}/same.csv"], "name the same file"),
+])
+def test_predict_output_paths_are_checked_before_any_work(folder_run: tv.RunResult, tmp_path: Path, capsys,
+                                                          extra: list, message: str) -> None:
+    from tinyvision.cli import main
+
+    _digit_pngs(tmp_path / "new", 1)
+    args = [a.format(tmp=tmp_path) for a in extra]
+    assert main(["predict", folder_run["run_dir"], str(tmp_path / "new"), *args]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err  # one line, no prediction printed
+    assert not (tmp_path / "same.csv").exists()
+
+
+def test_predict_mistakes_without_a_folder_fails_before_classifying(folder_run: tv.RunResult, tmp_path: Path,
+                                                                   capsys) -> None:
+    from tinyvision.cli import main
+
+    _digit_pngs(tmp_path / "new", 1)
+    image = next((tmp_path / "new").rglob("*.png"))
+    assert main(["predict", folder_run["run_dir"], str(image), "--mistakes", str(tmp_path / "m.csv")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "needs a folder of class sub-folders" in err
+
+
+def test_a_run_without_a_directory_says_so_in_one_line() -> None:
+    from tinyvision.errors import DataError
+
+    run = tv.RunResult({"status": "completed", "run_dir": None})
+    for call in (run.predictions, lambda: run.predict("x.png"), lambda: run.mistakes("folder")):
+        with pytest.raises(DataError, match="wrote no directory"):
+            call()

@@ -223,9 +223,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import classify_files, format_prediction, load_model, unreadable_message
     from .tables import to_csv
 
-    for flag, path in (("--csv", args.csv), ("--mistakes", args.mistakes)):
-        if path and Path(path).exists():
-            raise TinyVisionError(f"{path} already exists; choose another {flag} file (nothing was overwritten)")
+    _check_outputs(args)  # before any work: a bad output path fails now, not after classifying
     loaded = load_model(args.run, trust_pickle=args.trust_pickle)
     classes = len(loaded.meta["classes"])
     if args.top > classes:
@@ -245,6 +243,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for _, reason in failed:  # one line each; the others were classified
         print(f"tinyvision: error: {reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """predict's --csv and --mistakes: new files, in existing folders, not the same file; --mistakes
+    needs a folder among the paths."""
+    outputs = [(flag, path) for flag, path in (("--csv", args.csv), ("--mistakes", args.mistakes)) if path]
+    for flag, path in outputs:
+        if Path(path).exists():
+            raise TinyVisionError(f"{path} already exists; choose another {flag} file (nothing was overwritten)")
+        if not Path(path).resolve().parent.is_dir():
+            raise TinyVisionError(f"{flag} {path}: its folder {Path(path).parent} does not exist")
+    if len(outputs) == 2 and Path(args.csv).resolve() == Path(args.mistakes).resolve():
+        raise TinyVisionError(f"--csv and --mistakes name the same file {args.csv}; give two files")
+    if args.mistakes and not any(Path(p).is_dir() for p in args.paths):
+        raise TinyVisionError("--mistakes needs a folder of class sub-folders (their names are the true labels)")
 
 
 def _write_folder_mistakes(loaded: Any, paths: Sequence[str], out: str) -> None:

@@ -195,9 +195,13 @@ class RunResult(dict):
 
     def predictions(self) -> runs.TestPredictions:
         """predictions.safetensors: test probabilities and labels as the run evaluated them."""
+        return runs.read_predictions(self._written())
+
+    def _written(self) -> Path:
+        """The run's directory; a one-line DataError for a run that wrote none."""
         if self.dir is None:
             raise DataError("this run wrote no directory")
-        return runs.read_predictions(self.dir)
+        return self.dir
 
     def mistakes(self, folder: str | Path | None = None, *, n: Optional[int] = None, as_frame: bool = True) -> Any:
         """The wrongly classified test images, most confident first: rank, path, index, true,
@@ -208,7 +212,7 @@ class RunResult(dict):
         if folder is not None:
             from .inference import folder_mistakes, load_model
 
-            rows = folder_mistakes(load_model(self.dir), folder)
+            rows = folder_mistakes(load_model(self._written()), folder)
         else:
             rows = _mistakes.read_mistakes(self.dir) if self.dir is not None else None
             if rows is None:
@@ -226,7 +230,7 @@ class RunResult(dict):
         class. A DataFrame (needs pandas), or a list of dicts with as_frame=False."""
         from .inference import label_from_path, load_model, predict_files
 
-        loaded = load_model(self.dir)
+        loaded = load_model(self._written())
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         rows = predict_files(loaded, paths, top=top)
         classes = loaded.meta["classes"]

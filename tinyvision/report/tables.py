@@ -118,7 +118,7 @@ def points_table(exp: ExperimentRecord, metric: str = "accuracy") -> Table:
 
 def runs_table(exp: ExperimentRecord, metric: str = "accuracy") -> Table:
     """Every run the manifest names, completed or not, with its status."""
-    rows = [{"point": p.label, "seed": r.seed, "status": r.status, "epochs": len(r.metrics) or None,
+    rows = [{"point": p.label, "seed": r.seed, "status": r.status, "epochs": sum(row["epoch"] >= 1 for row in r.metrics) or None,  # not eval_before's row
              "best_epoch": r.result.get("best_epoch"), "val": get(r.result, f"best_val.{metric}"),
              "test": get(r.result, f"test.{metric}"), "dir": _relative(r, exp)} for p, r in exp.all_runs]
     columns = [("point", "point", label), ("seed", "seed", plain), ("status", "status", label),
