@@ -17,7 +17,7 @@ import os
 import random
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -179,11 +179,26 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def save_state(path: str | Path, state: Any) -> None:
-    """Atomically store a nested structure of tensors and plain values (no pickle)."""
+def save_state(path: str | Path, state: Any, labels: Optional[dict[str, Any]] = None) -> None:
+    """Atomically store a nested structure of tensors and plain values (no pickle); `labels`, small
+    JSON values, go in the header too, where read_labels finds them without reading the tensors."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(state, tensors, "s")
-    _write_safetensors(path, tensors, {"structure": json.dumps(structure)})
+    header = {f"label.{k}": json.dumps(v) for k, v in (labels or {}).items()}
+    _write_safetensors(path, tensors, {"structure": json.dumps(structure), **header})
+
+
+def read_labels(path: str | Path) -> dict[str, Any]:
+    """save_state's labels, read from the header alone ({} where the file has none or is no
+    safetensors file; a damaged body is noticed by load_state)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size < 2**24 else {}
+        meta = header.get("__metadata__") or {}
+        return {k.removeprefix("label."): json.loads(v) for k, v in meta.items() if k.startswith("label.")}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
 
 
 def load_state(path: str | Path) -> Any:

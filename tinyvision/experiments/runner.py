@@ -230,8 +230,6 @@ def _train_population(jobs: list[RunJob], threads: Optional[int], quiet: bool = 
     configs = [_member_config(job, threads, resume) for job in jobs]
     try:
         return train_members(configs, [job.run_dir for job in jobs], resume=resume, written=written)
-    except ValueError:  # runs the planner let through that cannot be stacked after all: one at a time
-        return [_run_locked(job, threads, quiet, prefix) for job in jobs]
     except TinyVisionError as exc:
         failed = [{"status": "failed", "reason": str(exc), "run_dir": str(job.run_dir)} for job in jobs]
         for job, result, w in zip(jobs, failed, written):

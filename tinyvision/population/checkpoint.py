@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..runs import POPULATION_CHECKPOINT as FILE  # in the first member's run directory
-from ..checkpoint import load_state, one_line, rng_state, save_state, set_rng_state
+from ..checkpoint import load_state, one_line, read_labels, rng_state, save_state, set_rng_state
 from ..errors import DataError
 from ..loop import Outcome
+from ..runs import POPULATION_CHECKPOINT as FILE  # in the first member's run directory
 from .train import Member, Population
 
 FORMAT = "tinyvision-population-checkpoint-1"
@@ -30,7 +30,8 @@ def save_population(path: str | Path, pop: Population, names: Sequence[str]) -> 
         "net": pop.net.state_dict(), "epoch": pop.epoch, "step": pop.step, "partial": pop.partial,
         "loader": _order(pop),
         "optimizer": pop.optimizer.state_dict(), "schedules": pop.schedules.state_dict(),
-        "member_states": [_member_record(m) for m in pop.members], "rng": rng_state(pop.device)})
+        "member_states": [_member_record(m) for m in pop.members], "rng": rng_state(pop.device)},
+        labels={"format": FORMAT, "members": list(names)})  # saved_members reads them alone
 
 
 def _order(pop: Population) -> dict[str, int]:
@@ -51,12 +52,10 @@ def _member_record(member: Member) -> dict[str, Any]:
 
 
 def saved_members(path: str | Path) -> list[str]:
-    """The run directories a population checkpoint was written for ([] if none can be read)."""
-    try:
-        saved = load_state(path)
-        return list(saved["members"]) if saved.get("format") == FORMAT else []
-    except (DataError, KeyError, TypeError, AttributeError):
-        return []
+    """The run directories a population checkpoint was written for ([] if none can be read): from
+    its header, without reading its tensors (the planner asks for every checkpoint it finds)."""
+    labels = read_labels(path)
+    return list(labels.get("members") or []) if labels.get("format") == FORMAT else []
 
 
 def restore_population(path: str | Path, pop: Population, names: Sequence[str]) -> None:

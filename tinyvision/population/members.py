@@ -7,6 +7,7 @@ seeded with its seed, then the model built and initialised, in pipeline.build's 
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import NamedTuple, Optional, Sequence
 
@@ -142,15 +143,8 @@ def _facts(model: str, overrides: tuple, input_shape: tuple[int, int, int, int])
     except TinyVisionError as exc:  # each run fails alone, with this message
         return ModelFacts(0, 0, False, [str(exc)])
     summary = summarize(net, tuple(shape))
-    activations = sum(_numel(row.output_shape) for row in summary.rows)
+    activations = sum(math.prod(row.output_shape) for row in summary.rows)
     return ModelFacts(summary.params, activations, has_conv(net), unstackable(net))
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _input_shape(cfg: RunConfig) -> tuple[int, int, int, int]:

@@ -142,7 +142,7 @@ class MemberOptimizer:
         if self.kind == "sgd":
             keep = self.started[k] and float(group["momentum"]) != 0.0
             return [{"momentum_buffer": buf.clone()} if keep else {} for buf in buffers["momentum_buffer"]]
-        if not self.step_counts[k]:  # no step taken: torch's state is still empty
+        if not self.counts[k]:  # no step taken: torch's state is still empty
             return [{} for _ in self.params]
         return [{"step": self.step_counts[k].clone(), "exp_avg": avg.clone(), "exp_avg_sq": sq.clone()}
                 for avg, sq in zip(buffers["exp_avg"], buffers["exp_avg_sq"])]
