@@ -84,14 +84,14 @@ P=$!
 for _ in $(seq 1200); do [ -f "$T/res/checkpoint.safetensors" ] && break; sleep 0.05; done
 kill -TERM $P 2>/dev/null; wait $P; RC=$?
 step sigterm-exit-130-with-checkpoint $PY -c "
-from tinyvision.checkpoint import load_state
+from tinyvision.files import load_state
 s = load_state('$T/res/checkpoint.safetensors'); print('exit', $RC, 'epoch', s['epoch'], 'step', s['step'], 'rng', sorted(s['rng']))
 assert $RC == 130 and s['epoch'] < $EPOCHS and ('cuda' in s['rng'] or '$DEV' == 'cpu')"
 step resume $TV train --resume "$T/res" --quiet --no-report
 step uninterrupted $TV train $R --run-dir "$T/ref"
 step resume-bit-exact $PY -c "
 from tinyvision import runs
-from tinyvision.checkpoint import load_weights
+from tinyvision.files import load_weights
 a, b = (load_weights(f'$T/{d}/model.safetensors')[0] for d in ('res', 'ref'))
 ma, mb = (runs.read_metrics(f'$T/{d}') for d in ('res', 'ref'))
 print(len(ma), 'epochs; val_loss', ma[-1]['val_loss'], mb[-1]['val_loss'])

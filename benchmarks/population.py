@@ -6,9 +6,9 @@ one at a time, measured in one process on the same machine, same data, same devi
     python -m benchmarks.population --check [--device cuda]   # members against single runs, on this device
     python -m benchmarks.population --experiment examples/lr-sweep-adam.yaml [--population 4]
 
-Each side is timed from building its models to the end of its last epoch (tinyvision.pipeline.build
-+ loop.fit per run; population.build_population + fit_population per population), validation every
-epoch included; the dataset is loaded once beforehand for both. Test evaluation and run-directory
+Each side is timed from building its models to the end of its last epoch (tinyvision.pipeline.prepare
+and the training loop, per run or per population), validation every epoch included; the dataset is
+loaded once beforehand for both. Test evaluation and run-directory
 files are not in either figure. Cases (issue 14): 12 seeds of mlp-40-40 at batch 64 (each member
 its own batch), a 12-member Adam lr sweep at batch 2048 (one seed: the members share each batch),
 examples/lr-sweep-adam.yaml's 12 runs (4 rates x 3 seeds: one population, a batch per seed),
@@ -30,9 +30,10 @@ import torch
 
 from tinyvision.config import RunConfig, make_config
 from tinyvision.data import load_data
-from tinyvision.loop import fit
-from tinyvision.pipeline import build
-from tinyvision.population import build_population, fit_population
+from tinyvision.pipeline import prepare
+from tinyvision.training.loop import train
+
+from .machine import describe_machine
 
 SWEEP = dict(model="mlp-40-40", optimizer="adam", batch_size=2048, schedule="exponential", gamma=0.95)
 CASES: dict[str, dict[str, Any]] = {
@@ -79,30 +80,35 @@ def one_at_a_time(groups: list[list[RunConfig]], data: Any, limit: int = 0) -> t
     every = [c for group in groups for c in group]
     timed_runs = every[:limit] if limit > 0 else every
     for cfg in timed_runs:
-        def run() -> Any:
-            setup = build(cfg, data)
-            fit(setup.state, setup.train_loader, setup.val_loader, cfg)
-            return setup.state.history
-        seconds, history = timed(run, cfg.device)
+        seconds, trainee = timed(lambda: fit([cfg], data), cfg.device)
+        history = trainee.members[0].history
         total += seconds
         epochs += [row["seconds"] for row in history if row["epoch"] >= 1]
     return total * len(every) / len(timed_runs), epochs
+
+
+def fit(cfgs: list[RunConfig], data: Any) -> Any:
+    """The runs built (one: its own module; several: stacked) and trained to their end."""
+    trainee, _ = prepare(cfgs, data=data)
+    for _ in train(trainee):
+        pass
+    return trainee
 
 
 def populations(groups: list[list[RunConfig]], data: Any) -> tuple[float, list[str]]:
     """Seconds for every population, built and fitted; the members' statuses."""
     total, statuses = 0.0, []
     for group in groups:
-        seconds, outcomes = timed(lambda: fit_population(build_population(group, data)), group[0].device)
+        seconds, trainee = timed(lambda: fit(group, data), group[0].device)
         total += seconds
-        statuses += [o.status for o in outcomes]
+        statuses += [m.outcome.status for m in trainee.members]
     return total, statuses
 
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     groups = case_configs(name, args)
     data = load_data(groups[0][0])
-    build(groups[0][0], data)  # warm-up: oneDNN primitives, caches (neither side pays it)
+    prepare([groups[0][0]], data=data)  # warm-up: oneDNN primitives, caches (neither side pays it)
     runs = sum(map(len, groups))
     single_s, epoch_s = one_at_a_time(groups, data, args.single_runs)
     pop_s, statuses = populations(groups, data)
@@ -143,14 +149,12 @@ def check(args: argparse.Namespace) -> int:
                          "epochs": 1, "train_subset": 1024, "precision": "fp32", "deterministic": True})
             for k, lr in enumerate([0.01, 0.02, 0.005, 0.01])]  # 16 steps at rates where rounding stays small
     data = load_data(cfgs[0])
-    pop = build_population(cfgs, data)
-    fit_population(pop)
+    pop = fit(cfgs, data)
     worst = 0.0
     for k, cfg in enumerate(cfgs):
-        setup = build(cfg, data)
-        fit(setup.state, setup.train_loader, setup.val_loader, cfg)
-        mine, theirs = pop.member_model(k).state_dict(), setup.net.state_dict()
-        worst = max(worst, max(float((mine[n].double() - theirs[n].double()).abs().max()) for n in theirs))
+        mine, theirs = pop.member_state(k), fit([cfg], data).member_state(0)
+        worst = max(worst, max(float((mine[n].double() - theirs[n].double()).abs().max())
+                               for n in theirs if theirs[n].is_floating_point()))
     print(f"{'PASS' if worst <= 1e-3 else 'FAIL'}: 4 lenet members vs single runs on {pop.device}: "
           f"largest weight difference {worst:.2e} (limit 1e-3)")
     return 0 if worst <= 1e-3 else 1
@@ -188,15 +192,15 @@ def main() -> None:
     if args.check:
         raise SystemExit(check(args))
     if args.experiment:
+        print(describe_machine(args.device), flush=True)
         row = experiment(args)
         print(f"{row['case']}: {row['runs']} runs, one at a time {row['one_at_a_time_s']:.1f} s, population "
               f"{row['population_s']:.1f} s: {row['ratio']:.2f}x (load {row['load_after']:.1f})")
         if args.json:
             args.json.write_text(json.dumps([row], indent=2) + "\n")
         return
-    print(f"torch {torch.__version__}, {args.threads or os.cpu_count()} threads, device {args.device}, "
-          f"precision {args.precision or 'auto'}, "
-          f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    print(f"{describe_machine(args.device)}; {args.threads or os.cpu_count()} threads, "
+          f"precision {args.precision or 'auto'}, load average {os.getloadavg()[0]:.1f} at start", flush=True)
     rows = []
     for name in args.cases.split(","):
         rows.append(measure(name, args))

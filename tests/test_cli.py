@@ -165,7 +165,7 @@ def test_models_lists_presets_with_parameter_counts(capsys):
     assert rc == 0 and err == ""
     assert out.split()[:5] == ["model", "spec", "input", "params", "description"]
     rows = table_rows(out)
-    expected = {"cnn-tiny": ("cnn:16-4/k3/p1", "1x28x28", "2,710"),
+    expected = {"cnn-tiny": ("cnn:16-4/k3/same", "1x28x28", "2,710"),
                 "lenet": ("cnn:20-50/k5/p0/fc500", "1x28x28", "431,080"),
                 "digits-mlp": ("mlp:128-64-64-32", "1x8x8", "23,146"),
                 "digits-cnn": ("cnn:16-64/k3/fc256-128", "1x8x8", "109,418"),
@@ -229,7 +229,7 @@ def help_text(capsys: pytest.CaptureFixture, *args: str) -> str:
 
 
 def test_train_help_shows_the_real_defaults(capsys):
-    from tinyvision.cli import RUN_FLAGS
+    from tinyvision.cli.common import RUN_FLAGS
     from tinyvision.config import RunConfig
 
     out = " ".join(help_text(capsys, "train", "--help").split())  # argparse's line wrapping undone

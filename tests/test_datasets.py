@@ -74,9 +74,9 @@ def test_every_entry_names_missing_files(tmp_path, name):
     msg = str(err.value)
     assert "\n" not in msg and "download=False" in msg
     for f in info.files_for(info.options):
-        assert f.name in msg and f.md5 in msg and str(tmp_path / name / f.name) in msg
+        assert f.name in msg and f.md5 in msg and str(tmp_path / info.files_folder / f.name) in msg
         assert all(u in msg for u in f.urls)
-    assert not (tmp_path / name).exists()  # nothing written
+    assert not (tmp_path / info.files_folder).exists()  # nothing written
 
 
 def test_unknown_name_suggests():
@@ -182,41 +182,67 @@ def test_idx_loader_and_count_mismatch(tmp_path):
         dataset_info("mnist").load(paths, {})
 
 
-def test_svhn_loader_with_extra(tmp_path):
+def write_svhn_files(folder: Path, counts: dict[str, int]) -> dict[str, list[int]]:
+    """SVHN .mat files in the real layout (X 32x32x3xN uint8, y Nx1, 10 for digit 0) -> digits per split;
+    every pixel of an image holds its row (train 0.., extra 100.., test 200..), so each can be traced."""
     import scipy.io
 
-    for name, n, digit in (("train", 3, 10), ("test", 2, 4), ("extra", 4, 7)):
-        scipy.io.savemat(tmp_path / f"{name}_32x32.mat", {
-            "X": np.full((32, 32, 3, n), n, np.uint8), "y": np.full((n, 1), digit, np.uint8)})
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = {}
+    for split, n in counts.items():
+        offset = ("train", "extra", "test").index(split)
+        y = (np.arange(n) + 3 * offset) % 10  # the first train image is a 0, stored as 10
+        x = np.broadcast_to((np.arange(n) + 100 * offset).astype(np.uint8), (32, 32, 3, n)).copy()
+        scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": x, "y": np.where(y == 0, 10, y)[:, None]})
+        digits[split] = y.tolist()
+    return digits
+
+
+def with_real_md5s(monkeypatch, name: str, folder: Path) -> None:
+    """The entry, with the md5s of the test's own files in place of the published ones."""
+    info = dataset_info(name)
+    files = tuple(dataclasses.replace(f, md5=md5((folder / f.name).read_bytes()))
+                  if (folder / f.name).exists() else f for f in info.files)
+    monkeypatch.setitem(DATASETS._entries, name, dataclasses.replace(info, files=files))
+
+
+def test_svhn_loader_with_extra(tmp_path):
+    digits = write_svhn_files(tmp_path, {"train": 3, "test": 2, "extra": 4})
     paths = {p.name: p for p in tmp_path.iterdir()}
     info = dataset_info("svhn")
     plain = info.load(paths, {"svhn_extra": False})
-    assert plain["train"][1].tolist() == [0, 0, 0] and plain["test"][0].shape == (2, 3, 32, 32)
+    assert plain["train"][1].tolist() == digits["train"] == [0, 1, 2] and plain["test"][0].shape == (2, 3, 32, 32)
     extra = info.load(paths, {"svhn_extra": True})
-    assert extra["train"][1].tolist() == [0, 0, 0, 7, 7, 7, 7]
-    assert [f.name for f in info.files_for({"svhn_extra": False})] == ["train_32x32.mat",
-                                                                       "test_32x32.mat"]
+    assert extra["train"][1].tolist() == digits["train"] + digits["extra"]
+    assert dataset_info("svhn+extra").load(paths, {})["train"][1].tolist() == extra["train"][1].tolist()
+    assert [f.name for f in info.files_for({"svhn_extra": False})] == ["train_32x32.mat", "test_32x32.mat"]
 
 
-def test_svhn_end_to_end_with_matching_checksums(tmp_path, monkeypatch):
-    import scipy.io
-
-    folder = tmp_path / "svhn"
-    folder.mkdir()
-    for name, n in (("train", 20), ("test", 5)):
-        scipy.io.savemat(folder / f"{name}_32x32.mat", {
-            "X": np.zeros((32, 32, 3, n), np.uint8), "y": (np.arange(n) % 10 + 1)[:, None]})
-    info = dataset_info("svhn")
-    files = tuple(dataclasses.replace(f, md5=md5((folder / f.name).read_bytes()))
-                  if (folder / f.name).exists() else f for f in info.files)
-    monkeypatch.setitem(DATASETS._entries, "svhn", dataclasses.replace(info, files=files))
-    ds = load_dataset("svhn", data_dir=tmp_path, download=False)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (18, 2, 5)  # default val: 10%
-    assert ds.input_shape == (3, 32, 32) and ds.test.labels.tolist() == [1, 2, 3, 4, 5]
-    with pytest.raises(DataError, match="extra_32x32.mat"):
-        load_dataset("svhn", data_dir=tmp_path, download=False, options={"svhn_extra": True})
+def test_svhn_extra_entry_trains_on_train_and_extra_from_svhns_folder(tmp_path, monkeypatch):
+    assert {f.name: f.md5 for f in dataset_info("svhn+extra").files} == {  # as torchvision.datasets.SVHN has them
+        "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373", "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+        "extra_32x32.mat": "a93ce644f1a588dc4d68dda5feec44a7"}
+    status = dataset_status("svhn+extra", data_dir=tmp_path)
+    assert (status["train"], status["val"], status["test"], status["present"]) == (543949, 60439, 26032, "0/3")
+    digits = write_svhn_files(tmp_path / "svhn", {"train": 30, "test": 7, "extra": 50})
+    assert [dataset_status(n, data_dir=tmp_path)["present"] for n in ("svhn+extra", "svhn")] == ["3/3", "2/2"]
+    with pytest.raises(DataError, match="checksum mismatch"):  # the test's files are not the published ones
+        load_dataset("svhn+extra", data_dir=tmp_path, download=False)
+    for name in ("svhn", "svhn+extra"):
+        with_real_md5s(monkeypatch, name, tmp_path / "svhn")
+    svhn = load_dataset("svhn", data_dir=tmp_path, download=False)
+    assert (len(svhn.train), len(svhn.val), len(svhn.test)) == (27, 3, 7)  # default val: 10%
     with pytest.raises(ConfigError, match="unknown option 'extra'"):
         load_dataset("svhn", data_dir=tmp_path, options={"extra": True})
+    ds = load_dataset("svhn+extra", data_dir=tmp_path, download=False, seed=3)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (72, 8, 7)  # as svhn: 10% of train (+ extra)
+    assert ds.input_shape == (3, 32, 32) and ds.test.labels.tolist() == digits["test"] == svhn.test.labels.tolist()
+    rows = torch.cat([ds.train.images[:, 0, 0, 0], ds.val.images[:, 0, 0, 0]]).long()
+    assert sorted(rows.tolist()) == list(range(30)) + list(range(100, 150))  # each train/extra image once
+    want = torch.tensor(digits["train"] + digits["extra"])[torch.where(rows >= 100, rows - 70, rows)]
+    assert torch.equal(torch.cat([ds.train.labels, ds.val.labels]), want)
+    again = load_dataset("svhn+extra", data_dir=tmp_path, download=False, seed=3)
+    assert torch.equal(again.val.images, ds.val.images) and not (tmp_path / "svhn+extra").exists()
 
 
 def test_wrong_kind_of_data_is_named(tmp_path, monkeypatch):
@@ -227,9 +253,7 @@ def test_wrong_kind_of_data_is_named(tmp_path, monkeypatch):
               "t10k-labels-idx1-ubyte.gz": np.zeros(1)}
     for name, arr in arrays.items():
         (folder / name).write_bytes(idx_bytes(arr))  # plain IDX under a .gz name
-    info = dataset_info("mnist")
-    files = tuple(RemoteFile(f.name, f.urls, md5((folder / f.name).read_bytes())) for f in info.files)
-    monkeypatch.setitem(DATASETS._entries, "mnist", dataclasses.replace(info, files=files))
+    with_real_md5s(monkeypatch, "mnist", folder)
     with pytest.raises(DataError, match=r"mnist train: expected images \(1, 28, 28\)"):
         load_dataset("mnist", data_dir=tmp_path)
 

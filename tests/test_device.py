@@ -20,7 +20,7 @@ from torch import nn
 
 import tinyvision as tv
 from tinyvision import distributed, runs
-from tinyvision.checkpoint import load_weights
+from tinyvision.files import load_weights
 from tinyvision.cli import entry, main
 from tinyvision.config import make_config
 from tinyvision.errors import ConfigError

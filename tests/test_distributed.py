@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tinyvision import runs
-from tinyvision.checkpoint import load_weights
+from tinyvision.files import load_weights
 
 # Each rank sums gradients over half the batch and gloo averages them: the same mathematics as
 # one process, in another order of float additions. Stated tolerance on weights and metrics:

@@ -18,7 +18,7 @@ from torch import nn
 
 import tinyvision as tv
 from tinyvision import runs
-from tinyvision.checkpoint import load_state, load_weights
+from tinyvision.files import load_state, load_weights
 from tinyvision.config import load_config, make_config
 from tinyvision.data import load_dataset
 from tinyvision.errors import ConfigError, SpecError
@@ -152,7 +152,7 @@ def test_val_size_zero_trains_on_every_image_and_watches_the_test_set(tmp_path) 
     assert result["warnings"] == []  # nothing is chosen on the test set: restore_best defaults to false
     assert result["evaluated_weights"] == "last epoch 3"
     # one step per epoch at batch 1350: every training image (1,797 - 447 test) is in the one batch
-    assert load_state(tmp_path / "run" / runs.CHECKPOINT)["optimizer"]["state"][0]["step"] == 3
+    assert load_state(tmp_path / "run" / runs.CHECKPOINT)["entries"][0]["optimizer"]["state"][0]["step"] == 3
     # the per-epoch "validation" is the test set: the last row is exactly the final test result
     assert _val_losses(tmp_path / "run")[-1] == result["test"]["loss"]
 
@@ -175,7 +175,7 @@ def test_restore_best_false_saves_the_last_epochs_weights(tmp_path) -> None:
     cfg = {**DIGITS, "model": "digits-mlp", "epochs": 4, "val_size": 300, "restore_best": False}
     result = tv.train(cfg, run_dir=tmp_path / "run", quiet=True)
     saved = load_weights(tmp_path / "run" / runs.WEIGHTS)[0]
-    last = load_state(tmp_path / "run" / runs.CHECKPOINT)["model"]  # the checkpoint after epoch 4
+    last = load_state(tmp_path / "run" / runs.CHECKPOINT)["entries"][0]["model"]  # the checkpoint after epoch 4
     assert all(torch.equal(saved[k], last[k]) for k in last)
     assert result["evaluated_weights"] == "last epoch 4"
 

@@ -53,7 +53,8 @@ def test_unknown_model_in_an_axis_fails_before_anything_runs(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_experiment_runs_resumes_and_aggregates(tmp_path) -> None:
+def test_experiment_runs_resumes_and_aggregates(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")  # the printed table fits the terminal: make it 100 wide here
     exp = build_experiment({"name": "t", "base": TINY, "grid": {"lr": [0.01, 0.001]}, "repeats": 2})
     exp_dir, rows, table = run_experiment(exp, tmp_path / "t", quiet=True)
     assert [r["completed"] for r in rows] == [2, 2]
@@ -63,9 +64,11 @@ def test_experiment_runs_resumes_and_aggregates(tmp_path) -> None:
     accs = [runs.read_result(d)["test"]["accuracy"] for d in run_dirs[:2]]
     assert rows[0]["test_accuracy_mean"] == pytest.approx(np.mean(accs))
     assert rows[0]["test_accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
-    assert "0.01" in table and "±" in table  # one row per lr, mean ± std over 2 seeds
+    shown = table.split("\n\n")[0].splitlines()  # one row per lr, mean [95% CI] over 2 seeds, the printed
+    assert [line.split()[0] for line in shown[2:]] == ["0.01", "0.001"]  # table fitted to 100 columns
+    assert max(map(len, shown)) <= 100 and "inconclusive" in shown[3]  # 2 seeds: too few to conclude
     assert (exp_dir / "results.csv").read_text().splitlines()[0].startswith("point,label,lr,runs,completed")
-    assert (exp_dir / "results.md").read_text().startswith("| lr | runs |")
+    assert (exp_dir / "results.md").read_text().startswith("| lr | test acc 95% CI | diff (points) | p | verdict |")
 
     # run again: nothing is retrained; then lose one result: only that run is redone
     mtimes = {d: (d / runs.WEIGHTS).stat().st_mtime_ns for d in run_dirs}

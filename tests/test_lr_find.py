@@ -10,6 +10,7 @@ from tinyvision.cli import main
 from tinyvision.config import make_config
 
 lr_find_module = importlib.import_module("tinyvision.experiments.lr_find")  # the module, not the function
+single_module = importlib.import_module("tinyvision.training.single")  # where the training step calls FusedStep
 
 CFG = dict(dataset="digits", model="digits-mlp", optimizer="adam", batch_size=64, threads=1)
 
@@ -40,7 +41,7 @@ def test_curve_rises_through_the_rates_and_suggests_one_before_divergence(monkey
     assert min(smoothed) < 0.8 * smoothed[0]  # the loss really fell on the way up (2.30 -> 1.59)
     assert 1e-4 < found["suggested_lr"] < 1.0 and found["suggested_lr"] < lrs[-1]  # 0.010 here, before the blow-up
     # the loop's optimiser step is optimizer.step(), bit for bit
-    monkeypatch.setattr(lr_find_module, "FusedStep", OptimizerStep)
+    monkeypatch.setattr(single_module, "FusedStep", OptimizerStep)
     assert lr_find_module.lr_find(make_config(**CFG), min_lr=1e-5, max_lr=1e3, steps=160) == found
 
 

@@ -295,12 +295,45 @@ def test_replace_validates():
         spec.replace(kernel_size=0)
     with pytest.raises(SpecError, match="field 'dropout'"):
         spec.replace(dropout=1.0)
-    with pytest.raises(SpecError, match="field 'padding'.*odd kernel_size, got 4"):
+    with pytest.raises(SpecError, match="kernel_size=4: 'cnn:16-32/k3' has 'same' padding .* odd kernel size; "
+                                        "give the spec an explicit p<int> or valid"):
         spec.replace(kernel_size=4)
+    with pytest.raises(SpecError, match="field 'padding'.*odd kernel_size, got 4"):  # the field check remains
+        ModelSpec("cnn", (4,), kernel_size=4)
     with pytest.raises(SpecError, match="field 'fc': only applies to cnn"):
         parse_spec("cnn:4/fc8").replace(kind="mlp")
     with pytest.raises(SpecError, match="field 'batch_norm'"):
         ModelSpec("mlp", (4,), batch_norm=1)
+
+
+# --- padding and a kernel size given elsewhere (config kernel_size, an experiment axis) ----------
+
+@pytest.mark.parametrize("spec, kernel, padding, canonical, conv_padding, side", [
+    ("cnn:16-32/k3/p1/fc128", 5, 1, "cnn:16-32/k5/p1/fc128", 1, 26),  # explicit p1 stays: 28 -> 26
+    ("cnn:16-32/k5/p0/fc128", 3, 0, "cnn:16-32/k3/p0/fc128", 0, 26),  # valid stays valid: 28 -> 26
+    ("cnn:16-32/fc128", 5, None, "cnn:16-32/k5/fc128", 2, 28),  # no padding given: same, follows k5
+    ("cnn:16-32/k3/same/fc128", 5, None, "cnn:16-32/k5/fc128", 2, 28),  # `same` given: the same
+    ("cnn:16-32/k5/fc128", 3, None, "cnn:16-32/k3/fc128", 1, 28),
+    ("cnn:16-32/k4/p1/fc128", 6, 1, "cnn:16-32/k6/p1/fc128", 1, 25),  # an explicit p<int> allows even kernels
+    ("cnn-small", 3, None, "cnn:8-16/k3/fc128", 1, 28),  # the preset is written `same`: it follows k3
+])
+def test_kernel_size_override_keeps_explicit_padding_and_same_follows_the_kernel(
+        spec, kernel, padding, canonical, conv_padding, side):
+    resolved = resolve_spec(spec, kernel_size=kernel)
+    assert (resolved.kernel_size, resolved.padding, resolved.to_string()) == (kernel, padding, canonical)
+    model = create_model(spec, (1, 28, 28), 10, kernel_size=kernel)
+    assert model.conv1.kernel_size == (kernel, kernel) and model.conv1.padding == (conv_padding, conv_padding)
+    assert model.conv1(torch.zeros(1, 1, 28, 28)).shape[-1] == side == 28 + 2 * conv_padding - kernel + 1
+    assert parse_spec(canonical) == resolved  # what the run records rebuilds the same model
+
+
+@pytest.mark.parametrize("spec", ["cnn:16-32/fc128", "cnn:16/k5/same"])
+def test_even_kernel_override_of_same_padding_says_what_to_do(spec):
+    with pytest.raises(SpecError, match=r"kernel_size=4: .* has 'same' padding \(no p<int>\), which needs an odd "
+                                        "kernel size; give the spec an explicit p<int> or valid"):
+        resolve_spec(spec, kernel_size=4)
+    assert resolve_spec(spec, kernel_size=4, padding=1).to_string().startswith("cnn:16")  # padding given with it
+    assert resolve_spec("cnn:16/k5/p2", kernel_size=4).padding == 2  # explicit: stays, any kernel
 
 
 # --- presets -------------------------------------------------------------------------------------

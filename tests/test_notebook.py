@@ -45,7 +45,7 @@ def exp(tmp_path_factory: pytest.TempPathFactory) -> ExperimentResult:
 def test_a_run_is_still_its_result_dict(run: RunResult) -> None:
     assert isinstance(run, dict) and run == runs.read_result(run["run_dir"])
     assert 0 < run["test"]["accuracy"] <= 1 and run.dir == Path(run["run_dir"])
-    assert tv.train.__wrapped__.__module__ == "tinyvision.pipeline"
+    assert tv.train.__module__ == "tinyvision.notebook"
 
 
 def test_a_run_shows_its_table_curves_and_confusion_matrix(run: RunResult) -> None:

@@ -15,18 +15,20 @@ import pytest
 import torch
 import yaml
 
-from tinyvision import runs
+from tinyvision import rundir, runs
+from tinyvision.checkpoint import restore_checkpoint, save_checkpoint
 from tinyvision.config import make_config
 from tinyvision.data import load_data
-from tinyvision.population import build_population, fit_population
-from tinyvision.population.checkpoint import restore_population, save_population
+from tinyvision.pipeline import prepare
+from tinyvision.stopping import StopRequest
+from tinyvision.training.loop import train
 
 from test_reliability import WALL_CLOCK, assert_same_run, run_cli, start_cli, temp_files
 
 BASE = {"dataset": "digits", "precision": "fp32", "threads": 1, "epochs": 4}
 NEVER_BETTER = {"min_delta": 100.0}  # epoch 1 improves on inf, no later epoch can: stops after `patience`
 MEMBERS = [{"seed": 0, "lr": 0.05, "patience": 1, **NEVER_BETTER},  # stops after epoch 2
-           {"seed": 1, "lr": 0.01, "momentum": 0.5},
+           {"seed": 1, "lr": 0.01},
            {"seed": 2, "lr": 10.0},  # diverges in epoch 1
            {"seed": 3, "lr": 0.02, "patience": 2, **NEVER_BETTER, "restore_best": False}]  # stops after 3
 CASES = {  # member 2 diverges where nothing damps lr 10 (Adam steps are ~lr; batch norm rescales)
@@ -46,15 +48,27 @@ def configs(case: str) -> list:
     return [make_config({**BASE, **CASES[case], **m, "lr": m["lr"] * scale}) for m in MEMBERS]
 
 
-class StopAt:
-    """should_stop that fires once, after the given number of polls (steps)."""
+class StopAt(StopRequest):
+    """A stop request made at the given poll (the loop polls after every step and at epoch ends)."""
 
     def __init__(self, polls: int) -> None:
+        super().__init__()
         self.left = polls
 
-    def __call__(self) -> bool:
+    @property
+    def requested(self) -> bool:
         self.left -= 1
-        return self.left == 0
+        return self.left <= 0
+
+
+def build(cfgs: list, data: Any) -> Any:
+    return prepare(cfgs, data=data)[0]
+
+
+def fit(trainee: Any, stop: Any = None) -> Any:
+    for _ in train(trainee, stop):
+        pass
+    return trainee
 
 
 def trained(pop: Any) -> list[tuple]:
@@ -83,35 +97,35 @@ def test_a_population_stopped_anywhere_continues_bit_identically(case: str, tmp_
     """Stops mid-epoch 1 (before the divergence), mid-epoch 3 (members stopped and diverged by then)
     and between epochs; each continued from its checkpoint in a freshly built population."""
     cfgs = configs(case)
-    reference = build_population(cfgs, digits)
-    fit_population(reference)
+    names = [f"run{k}" for k in range(len(cfgs))]
+    reference = fit(build(cfgs, digits))
     expected = trained(reference)
     diverges = "diverged" if case == "cnn-sgd-onecycle-augment" else "completed"
     assert [o.status for o, *_ in expected] == ["completed", "completed", diverges, "completed"]
     assert [m.epoch for m in reference.members][:2] == [2, 4] and reference.members[3].epoch == 3
-    steps = len(reference.member_batches)
-    for polls in (3, 2 * steps + 5, steps):
-        pop, path = build_population(cfgs, digits), tmp_path / f"stop{polls}.safetensors"
-        outcomes = fit_population(pop, should_stop=StopAt(polls), on_checkpoint=lambda: save_population(path, pop, ["a"]))
-        assert "interrupted" in [o.status for o in outcomes]
-        resumed = build_population(cfgs, digits)
-        restore_population(path, resumed, ["a"])
+    steps = reference.steps_per_epoch()
+    for polls in (3, 2 * (steps + 1) + 5, steps + 1):  # step 3; mid epoch 3; between epochs 1 and 2
+        path = tmp_path / f"stop{polls}.safetensors"
+        pop = fit(build(cfgs, digits), StopAt(polls))
+        assert "interrupted" in [m.outcome.status for m in pop.members]
+        save_checkpoint(path, pop, names)
+        resumed = build(cfgs, digits)
+        restore_checkpoint(path, resumed, names)
         assert (resumed.epoch, resumed.step) == (pop.epoch, pop.step)
-        fit_population(resumed)
-        assert_same(trained(resumed), expected)
+        assert_same(trained(fit(resumed)), expected)
 
 
 def test_a_checkpoint_of_other_members_is_refused(tmp_path: Path, digits) -> None:
     from tinyvision.errors import DataError
 
     cfgs = configs("cnn-bn-sgd")[:2]
-    pop = build_population(cfgs, digits)
-    save_population(tmp_path / "p.safetensors", pop, ["a", "b"])
+    save_checkpoint(tmp_path / "p.safetensors", build(cfgs, digits), ["a", "b"])
     with pytest.raises(DataError, match="written for members"):
-        restore_population(tmp_path / "p.safetensors", build_population(cfgs, digits), ["a", "c"])
-    other = build_population([cfgs[1], cfgs[0]], digits)
-    with pytest.raises(DataError, match="written for seeds"):
-        restore_population(tmp_path / "p.safetensors", other, ["a", "b"])
+        restore_checkpoint(tmp_path / "p.safetensors", build(cfgs, digits), ["a", "c"])
+    with pytest.raises(DataError, match="another training order .seed 0, now 1"):
+        restore_checkpoint(tmp_path / "p.safetensors", build([cfgs[1], cfgs[0]], digits), ["a", "b"])
+    with pytest.raises(DataError, match="holds 2 runs"):
+        restore_checkpoint(tmp_path / "p.safetensors", build(cfgs[:1], digits), ["a"])
 
 
 # --- the command line, killed ------------------------------------------------------------------
@@ -150,14 +164,14 @@ def test_sigkill_at_random_moments_then_run_again_is_bit_identical(tmp_path: Pat
         else:
             assert rc == -signal.SIGKILL, rc
         kills += 1
-        populations_resumed += any((d / runs.POPULATION_CHECKPOINT).exists() for d in member_dirs(tmp_path / "killed"))
+        populations_resumed += any(rundir.inspect_run(d).population_checkpoint for d in member_dirs(tmp_path / "killed"))
     assert reference.wait(timeout=600) == 0, (tmp_path / "ref.err").read_text()[-2000:]
     mine, theirs = member_dirs(tmp_path / "killed"), member_dirs(tmp_path / "ref")
     assert [d.relative_to(tmp_path / "killed") for d in mine] == [d.relative_to(tmp_path / "ref") for d in theirs]
     assert len(mine) == 4
     for run_dir, ref_dir in zip(mine, theirs):
         assert_same_run(run_dir, ref_dir)
-        assert not temp_files(run_dir) and not (run_dir / runs.POPULATION_CHECKPOINT).exists()
+        assert not temp_files(run_dir) and not rundir.inspect_run(run_dir).population_checkpoint
     members = sorted(runs.read_result(d)["population"]["member"] for d in mine if runs.read_result(d).get("population"))
     assert members == [0, 1, 2]
     print(f"\npopulation kill test: {kills} kills ({sigterms} SIGTERM), {populations_resumed} left a population "
@@ -166,34 +180,32 @@ def test_sigkill_at_random_moments_then_run_again_is_bit_identical(tmp_path: Pat
     assert run_cli(tmp_path, "report", "killed").returncode == 0
 
 
-def test_a_stopped_population_continues_as_it_was_grouped(tmp_path: Path, monkeypatch) -> None:
+def test_a_stopped_population_continues_as_it_was_grouped(tmp_path: Path) -> None:
     """Stopped by a signal, then run again with another --population: the checkpointed population
     keeps its members (it continues; nothing is retrained from scratch)."""
+    from tinyvision import rundir
     from tinyvision.experiments import build_experiment
-    from tinyvision.experiments.runner import plan, prepare_dir, run_group
-    from tinyvision.population import run as population_run
+    from tinyvision.experiments.groups import plan, run_group
+    from tinyvision.experiments.runner import prepare_dir
 
     spec = {"name": "g", "base": {**BASE, "model": "digits-mlp", "epochs": 2}, "repeats": 4}
     jobs = prepare_dir(build_experiment(spec), tmp_path / "e")
     assert plan(jobs, range(4), None) == [[0, 1, 2, 3]]
-    with monkeypatch.context() as patched:  # a signal at the 5th step
-        polls = StopAt(5)
-        patched.setattr(population_run, "fit_population",
-                        lambda pop, should_stop, **hooks: fit_population(pop, should_stop=polls, **hooks))
-        results = run_group(jobs)
+    results = run_group(jobs, stop=StopAt(5))  # a stop request at the 5th step
     assert [r["status"] for r in results] == ["interrupted"] * 4
-    assert (jobs[0].run_dir / runs.POPULATION_CHECKPOINT).exists()
+    assert rundir.inspect_run(jobs[0].run_dir).population_checkpoint
     assert plan(jobs, range(4), 2) == [[0, 1, 2, 3]] and plan(jobs, range(4), None, workers=2) == [[0, 1, 2, 3]]
     assert plan(jobs, range(4), 1) == [[0], [1], [2], [3]]  # one at a time, as asked: they start over
     results = run_group(jobs)
     assert [r["status"] for r in results] == ["completed"] * 4
-    assert not (jobs[0].run_dir / runs.POPULATION_CHECKPOINT).exists()
+    assert not rundir.inspect_run(jobs[0].run_dir).population_checkpoint
     assert [len(runs.read_metrics(job.run_dir)) for job in jobs] == [2] * 4
 
 
-def test_runs_whose_spec_has_dropout_train_alone() -> None:
-    from tinyvision.population.members import auto_population, plan_groups
+def test_runs_with_dropout_train_together_and_compiled_ones_alone() -> None:
+    from tinyvision.training.plan import plan_groups
 
     cfgs = [make_config({**BASE, "model": "mlp:32/drop0.5", "seed": s}) for s in range(3)]
-    assert plan_groups(cfgs, None) == plan_groups(cfgs, 3) == [[0], [1], [2]]
-    assert auto_population(cfgs[0]) == 1
+    assert plan_groups(cfgs, None) == plan_groups(cfgs, 3) == [[0, 1, 2]]  # each member its own masks
+    compiled = [c.model_copy(update={"compile": True}) for c in cfgs]
+    assert plan_groups(compiled, 3) == [[0], [1], [2]]

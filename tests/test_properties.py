@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tinyvision.checkpoint import load_state, load_weights, save_state, save_weights
+from tinyvision.files import load_state, load_weights, save_state, save_weights
 from tinyvision.config import NUMERIC_FIELDS, RunConfig, dump_config, make_config
 from tinyvision.data.formats import parse_idx, read_cifar10_tar, read_idx, read_image_folder, read_npz, \
     read_svhn_mat

@@ -31,7 +31,7 @@ import torch
 
 import tinyvision as tv
 from tinyvision import runs
-from tinyvision.checkpoint import load_state, load_weights
+from tinyvision.files import load_state, load_weights
 from tinyvision.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +56,10 @@ KILL_CASES = {  # name: (command, kills per chain); two chains run at once
                              "weight_decay=0.05", "precision=fp32", "schedule=step", "step_size=2"], 2),
     "cnn-adamax-fp32": ([*_CNN, "--model", "cnn:32-64/k3/nopool/fc256", "optimizer=adamax", "lr=0.002",
                          "precision=fp32", "augment=translate"], 2),
+    # a user's own module from its file: batch norm and dropout (its masks from the restored RNG)
+    "own-module-adam-fp32": ([*_CNN, "--model", f"{REPO / 'examples' / 'own-model' / 'net.py'}:Net",
+                              "model_args={width: 48}", "optimizer=adam", "lr=0.003", "precision=fp32",
+                              "augment=translate"], 2),
 }
 WALL_CLOCK = {"seconds", "val_seconds"}  # the only metrics.csv columns that may differ
 
@@ -132,7 +136,7 @@ def assert_resumable(run_dir: Path) -> None:
         runs.read_config(run_dir)
     if (run_dir / runs.CHECKPOINT).exists():
         saved = load_state(run_dir / runs.CHECKPOINT)
-        assert saved["epoch"] <= 8 and len(saved["history"]) == saved["epoch"]
+        assert saved["epoch"] <= 8 and len(saved["entries"][0]["history"]) == saved["epoch"]
     if (run_dir / runs.RESULT).exists():
         assert runs.read_result(run_dir)["status"] in {"running", "interrupted", "completed"}
     if (run_dir / runs.METRICS).exists():
@@ -412,7 +416,7 @@ def test_a_non_finite_loss_stops_within_one_step(tmp_path, monkeypatch, bad) -> 
     assert (run_dir / runs.CHECKPOINT).read_bytes() == good["bytes"]  # the last good epoch's, untouched
     assert len(runs.read_metrics(run_dir)) == 2
     best = load_weights(run_dir / runs.WEIGHTS)[0]  # the best weights of the good epochs are kept
-    saved = load_state(run_dir / runs.CHECKPOINT)
+    saved = load_state(run_dir / runs.CHECKPOINT)["entries"][0]
     assert result["best_epoch"] == saved["best_epoch"] >= 1
     assert all(torch.equal(best[k], saved["best_state"][k]) for k in best)
 
@@ -450,7 +454,7 @@ def corrupt_files(folder: Path) -> list[tuple[str, Callable[[], Any], Path, tupl
     """(case, parse call, the damaged file, what its one-line error must say)."""
     import scipy.io
 
-    from tinyvision.checkpoint import save_state
+    from tinyvision.files import save_state
     from tinyvision.data import formats
     from tinyvision.inference import read_image
 
@@ -655,7 +659,7 @@ def test_same_seed_same_weights_in_fresh_processes_and_deterministic_mode(tmp_pa
 
 
 def test_written_files_follow_the_umask_not_0600(tmp_path) -> None:
-    from tinyvision.checkpoint import atomic_write
+    from tinyvision.files import atomic_write
 
     old = os.umask(0o027)
     try:
@@ -667,7 +671,7 @@ def test_written_files_follow_the_umask_not_0600(tmp_path) -> None:
 
 @pytest.mark.parametrize("spec", ["mlp: 6", "mlp 16", "lp:16", "cnn:0"])
 def test_a_damaged_spec_in_a_weights_file_is_a_one_line_error_naming_it(tmp_path, spec) -> None:
-    from tinyvision.checkpoint import load_weights, save_weights
+    from tinyvision.files import load_weights, save_weights
     from tinyvision.errors import DataError
     from tinyvision.inference import load_model
 

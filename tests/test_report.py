@@ -321,7 +321,12 @@ def test_experiment_tables_use_stats_summaries() -> None:
     text = tables.to_text(rows, table_columns(rows))
     lines = {line.split()[0]: line for line in text.splitlines()[2:]}
     assert "85.00% ± 7.07%" in lines["0.1"] and "±" not in lines["0.2"]
-    assert lines["0.3"].split()[1:] == ["0"] + ["-"] * 10  # 6 metrics + 2 CIs, params, MACs
+    # test acc CI, runs, params, seconds, test loss CI, test acc and loss ± std, best epoch, MACs; no
+    # validation columns (no run has a validation number) and no differences (not compared here)
+    assert lines["0.3"].split()[1:] == ["-", "0"] + ["-"] * 7
+    bounded = summarize([0.8, 0.9], kind="proportion")  # accuracies: logit-scale t interval, inside [0, 1]
+    assert (two["test_accuracy_ci_low"], two["test_accuracy_ci_high"]) == (bounded.ci_low, bounded.ci_high)
+    assert f"85.00% [{100 * bounded.ci_low:.2f}, {100 * bounded.ci_high:.2f}]" in lines["0.1"] and bounded.ci_high < 1
 
 
 def check_html(html: str) -> list[bytes]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tinyvision as tv
-from tinyvision import checkpoint, runs
+from tinyvision import files, runs
 from tinyvision.cli import main
 from tinyvision.data.loader import check_fits
 
@@ -17,7 +17,7 @@ CFG = dict(dataset="digits", model="digits-mlp", epochs=3, threads=1, train_subs
 
 def fill_disk_at(monkeypatch: pytest.MonkeyPatch, name: str, on_call: int) -> None:
     """atomic_write of `name` raises ENOSPC from its `on_call`-th call on, as a full disk does."""
-    real, calls = checkpoint.atomic_write, {"n": 0}
+    real, calls = files.atomic_write, {"n": 0}
 
     def full(path, data) -> None:
         if str(path).endswith(name):
@@ -26,7 +26,7 @@ def fill_disk_at(monkeypatch: pytest.MonkeyPatch, name: str, on_call: int) -> No
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, data)
 
-    monkeypatch.setattr(checkpoint, "atomic_write", full)
+    monkeypatch.setattr(files, "atomic_write", full)
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_a_full_disk_marks_the_run_failed_in_one_line_and_it_resumes_later(tmp_p
     assert "no space left to write checkpoint.safetensors" in err and "--resume" in err
     result = runs.read_result(run_dir)
     assert result["status"] == "failed" and "No space left on device" in result["reason"]
-    assert checkpoint.load_state(run_dir / runs.CHECKPOINT)["epoch"] == 1  # the last checkpoint that fitted
+    assert files.load_state(run_dir / runs.CHECKPOINT)["epoch"] == 1  # the last checkpoint that fitted
     resumed = tv.train(CFG, run_dir=run_dir, quiet=True, resume=True)
     assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
 
@@ -52,7 +52,7 @@ def test_out_of_device_memory_marks_the_run_failed(tmp_path, monkeypatch) -> Non
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(pipeline, "fit", no_memory)
+    monkeypatch.setattr(pipeline, "train_loop", no_memory)
     with pytest.raises(runs.ResourceError, match="out of device memory; use a smaller batch_size"):
         tv.train(CFG, run_dir=tmp_path / "run", quiet=True)
     assert runs.read_result(tmp_path / "run")["status"] == "failed"
@@ -64,7 +64,7 @@ def test_other_os_errors_keep_their_traceback(tmp_path, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(pipeline, "fit", broken)
+    monkeypatch.setattr(pipeline, "train_loop", broken)
     with pytest.raises(PermissionError):
         tv.train(CFG, run_dir=tmp_path / "run", quiet=True)
 

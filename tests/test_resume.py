@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import tinyvision as tv
-from tinyvision import runs, runtime
-from tinyvision.checkpoint import load_state, load_weights, save_state
+from tinyvision import runs, stopping
+from tinyvision.files import load_state, load_weights, save_state
 from tinyvision.config import make_config
 from tinyvision._fused import FusedStep
 from tinyvision.optim import build_optimizer, check_state_layout
@@ -47,7 +47,7 @@ def stop_after(monkeypatch: pytest.MonkeyPatch, polls: int) -> None:
         count["n"] += 1
         return count["n"] >= polls
 
-    monkeypatch.setattr(runtime.StopFlag, "__call__", requested)
+    monkeypatch.setattr(stopping.StopRequest, "requested", property(requested))
 
 
 def weights(run_dir) -> dict[str, torch.Tensor]:

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tinyvision.stats import (Difference, Summary, compare, format_p, holm, projected_half_width,
-                              seeds_for_half_width, summarize, verdict)
+from scipy.special import expit, logit
+
+from tinyvision.stats import (MIN_SEEDS_TO_CONCLUDE, Difference, Summary, compare, format_p, holm, outcome,
+                              projected_half_width, seeds_for_half_width, summarize, verdict)
 
 T975_DF2, T975_DF4, T975_DF8 = 4.302653, 2.776445, 2.306004  # textbook two-sided 95% quantiles
 A = [0.95, 0.97, 0.96, 0.98, 0.94]  # mean 0.96, std sqrt(0.00025)
@@ -78,6 +80,61 @@ def test_summary_format() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# bounded intervals: accuracies (proportions) and losses (non-negative)
+
+
+def _logit_reference(values: list, confidence: float = 0.95) -> tuple[float, float]:
+    """The logit-scale t interval built from scipy's pieces: t interval of logit(mean) with the
+    delta-method standard error sem / (m (1 - m)), mapped back with expit."""
+    m = float(np.mean(values))
+    lo, hi = sps.t.interval(confidence, len(values) - 1, loc=logit(m), scale=sps.sem(values) / (m * (1 - m)))
+    return float(expit(lo)), float(expit(hi))
+
+
+@pytest.mark.parametrize("values", [[0.99, 0.96], [0.5, 0.7], A, GOOD, [0.1, 0.02, 0.05], [1.0, 0.0]])
+def test_proportion_interval_matches_the_logit_reference_and_stays_in_0_1(values: list) -> None:
+    s = summarize(values, kind="proportion")
+    assert (s.ci_low, s.ci_high) == pytest.approx(_logit_reference(values), rel=1e-9, abs=1e-12)
+    assert 0.0 <= s.ci_low < s.mean < s.ci_high <= 1.0  # never outside [0, 1], always holds the mean
+    assert (s.n, s.mean, s.std) == (len(values), pytest.approx(np.mean(values)), pytest.approx(np.std(values, ddof=1)))
+    assert "logit" in s.method
+
+
+def test_two_seeds_at_99_and_96_percent_stay_inside_0_100() -> None:
+    plain, bounded = summarize([0.99, 0.96]), summarize([0.99, 0.96], kind="proportion")
+    assert plain.ci_high > 1.0  # the plain t interval leaves [0, 100%]: 78.4% to 116.6%
+    assert bounded.format(scale=100, unit="%") == "97.50% ± 2.12% (95% CI 1.54% to 100.00%, n=2)"
+    assert bounded.ci_high < 1.0
+
+
+def test_proportion_interval_agrees_with_plain_t_when_many_seeds_and_little_spread() -> None:
+    values = list(0.95 + 0.002 * np.random.default_rng(3).standard_normal(40))
+    s, t = summarize(values, kind="proportion"), summarize(values)
+    assert s.half_width == pytest.approx(t.half_width, rel=0.01)  # the delta method is first order
+
+
+def test_proportion_edge_cases() -> None:
+    full = summarize([1.0] * 3, kind="proportion")
+    assert (full.ci_low, full.ci_high) == (1.0, 1.0)  # every seed 100%: no noise, the mean itself
+    zero = summarize([0.0, 0.0, 0.01], kind="proportion")  # 0% seeds need no correction
+    assert 0.0 < zero.ci_low < zero.mean < zero.ci_high < 1.0
+    assert math.isnan(summarize([0.9], kind="proportion").ci_low)
+    with pytest.raises(ValueError, match="a proportion must be in"):
+        summarize([0.9, 90.0], kind="proportion")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        summarize([0.9, 0.8], kind="percent")
+
+
+def test_nonnegative_interval_is_cut_at_zero() -> None:
+    losses = [0.01, 0.5]
+    s, t = summarize(losses, kind="nonnegative"), summarize(losses)
+    assert t.ci_low < 0 and s.ci_low == 0.0 and s.ci_high == t.ci_high
+    far = summarize([10.0, 12.0, 11.0], kind="nonnegative")  # far from 0: the plain t interval
+    assert (far.ci_low, far.ci_high) == (summarize([10.0, 12.0, 11.0]).ci_low, summarize([10.0, 12.0, 11.0]).ci_high)
+    assert far.method == "Student t interval of the mean, never below 0"
+
+
+# ---------------------------------------------------------------------------------------------
 # compare
 
 
@@ -133,14 +190,14 @@ def test_compare_needs_two_seeds_per_side() -> None:
 
 
 def test_compare_zero_variance() -> None:
-    same = compare([0.95] * 3, [0.95] * 3, name_a="a", name_b="b")
+    same = compare([0.95] * 5, [0.95] * 5, name_a="a", name_b="b")
     assert (same.diff, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
     assert verdict(same) == ("no significant difference in test accuracy between a and b at "
-                             "3 seeds each (p = 1.0; difference 0.0 points, 95% CI 0.0 to 0.0)")
-    gap = compare([0.95] * 3, [0.9] * 4, name_a="a", name_b="b")
+                             "5 seeds each (p = 1.0; difference 0.0 points, 95% CI 0.0 to 0.0)")
+    gap = compare([0.95] * 5, [0.9] * 6, name_a="a", name_b="b")
     assert gap.p_value == 0.0 and gap.ci_low == gap.ci_high == gap.diff == pytest.approx(0.05)
     assert verdict(gap).startswith("a beats b by 5.0 points of test accuracy (95% CI 5.0 to 5.0, "
-                                   "p < 0.001, 3 and 4 seeds)")
+                                   "p < 0.001, 5 and 6 seeds)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +260,7 @@ def test_not_significant_sentence_exact() -> None:
 
 
 def test_verdict_corrected_uses_holm_p() -> None:
-    d = compare([0.95, 0.96, 0.97], [0.93, 0.94, 0.945], name_a="a", name_b="b")
+    d = compare([0.95, 0.96, 0.97, 0.955, 0.965], [0.93, 0.94, 0.945, 0.96, 0.95], name_a="a", name_b="b")
     assert 0.01 < d.p_value < 0.05
     fam = holm([d, _diff(0.5), _diff(0.6)])
     assert fam[0].p_adjusted == pytest.approx(3 * d.p_value)
@@ -211,6 +268,29 @@ def test_verdict_corrected_uses_holm_p() -> None:
     corrected = verdict(fam[0], corrected=True)
     assert corrected.startswith("no significant difference")
     assert f"{format_p(3 * d.p_value)} (Holm-corrected);" in corrected
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_fewer_than_five_seeds_is_inconclusive_whatever_p(n: int) -> None:
+    d = compare(GOOD[:n], BAD[:n], name_a="a", name_b="b")
+    assert d.p_value < 0.05 and not d.conclusive and MIN_SEEDS_TO_CONCLUDE == 5
+    text = verdict(d)
+    assert text.startswith(f"inconclusive: a vs b on test accuracy at {n} seeds each, fewer than 5 per side, "
+                           "so the interval is too wide to conclude (difference ")
+    assert format_p(d.p_value) in text and text.endswith(f"with {max(5, 2 * n)} seeds each")
+    assert outcome(d) == "inconclusive"
+
+
+def test_outcome_words() -> None:
+    assert outcome(compare(GOOD, BAD, name_a="a", name_b="b")) == "better"
+    assert outcome(compare(BAD, GOOD, name_a="a", name_b="b")) == "worse"
+    low, high = [0.10, 0.11, 0.105, 0.102, 0.108], [0.22, 0.23, 0.21, 0.225, 0.215]
+    assert outcome(compare(low, high, name_a="a", name_b="b", higher_is_better=False)) == "better"
+    assert outcome(compare(A, B, name_a="a", name_b="b")) == "not significant"  # p = 0.081
+    assert outcome(compare([0.9], BAD, name_a="a", name_b="b")) == "cannot test"
+    d = compare([0.95, 0.96, 0.97, 0.955, 0.965], [0.93, 0.94, 0.945, 0.96, 0.95], name_a="a", name_b="b")
+    family = holm([d, _diff(0.5), _diff(0.6)])  # p = 0.043, Holm 0.13
+    assert outcome(family[0]) == "better" and outcome(family[0], corrected=True) == "not significant"
 
 
 def test_verdict_digits_and_unit_override() -> None:

@@ -9,7 +9,7 @@ import torch
 
 import tinyvision as tv
 from tinyvision import runs
-from tinyvision.checkpoint import load_weights
+from tinyvision.files import load_weights
 from tinyvision.inference import evaluate_run
 
 pytestmark = pytest.mark.slow  # the quick loop (-m 'not slow') leaves it out: trains real models, MNIST

@@ -28,6 +28,7 @@ _LAZY = {  # public name -> the module that defines it
     # pipeline.train and experiments.compare, returning results that show themselves in a notebook
     "ExperimentResult": "notebook", "RunResult": "notebook", "compare": "notebook", "load": "notebook",
     "run": "notebook", "train": "notebook",
+    "show": "dataview", "DatasetView": "dataview",  # a look at a dataset: counts, value ranges, a grid
 }
 
 __all__ = sorted(["ConfigError", "DataError", "SpecError", "TinyVisionError", "UnknownNameError", *_LAZY])

@@ -1,230 +1,32 @@
-"""Files that hold tensors: safetensors plus JSON metadata, written atomically. Never pickle.
-And what a run's checkpoint holds: the whole training state, restored exactly (layouts included).
+"""A training checkpoint: everything needed to continue K >= 1 runs exactly where they stopped.
 
-`save_weights`/`load_weights` hold a trained model with what is needed to rebuild and use it
-(spec, input shape, classes, normalisation). `save_state`/`load_state` hold any nested structure
-of tensors, numbers and strings (a whole training state) by storing the tensors in safetensors
-and the structure as JSON beside them. Each file carries a sha256 of its tensors, checked on load
-(safetensors itself notices a cut file, not a flipped bit). Every failure to read is a one-line
-DataError naming the file.
+One format for one run and for a population: per member its plain state_dict, its optimiser and
+schedule state as its own torch optimiser would hold them, its bookkeeping (history, best weights,
+early stopping, how it ended); and once the loop's position (epoch, step, the part epoch's sums),
+every random generator, and what fixes the training order. A run's checkpoint is the K = 1 case.
+A population's lives in its first member's directory; when the population ends, each completed
+member gets a checkpoint of its own there (`train --resume` extends it alone). Written atomically
+(files.save_state) after every epoch and on a stop request: a kill leaves the previous one.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
 import random
-import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from .errors import DataError, TinyVisionError
-from .optim import match_state_layout
+from .errors import DataError
+from .files import load_state, one_line, save_state
 
 if TYPE_CHECKING:
-    from torch import nn
+    from .training.loop import Member
 
-    from .data.loader import DeviceLoader
-    from .loop import TrainState
-
-PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".ckpt", ".bin"}
-TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: ".<name>.<random>.tmp" beside the target
-CHECKSUM = "tinyvision_sha256"  # header metadata: sha256 over the tensors (catches flipped bits)
-
-
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`.
-
-    A reader sees the old file or the new one, never half of one, even after a kill.
-    """
-    path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
-    # not mkstemp, whose files are 0600: created 0666, the umask decides who may read a run
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def remove_temp_files(directory: str | Path) -> list[Path]:
-    """Delete what atomic_writes killed mid-write left in `directory` (never a final file).
-
-    Only call it where no other process is writing: the caller holds the directory's lock.
-    """
-    leftovers = [p for p in Path(directory).glob(f".*{TEMP_SUFFIX}") if p.is_file()]
-    for p in leftovers:
-        p.unlink(missing_ok=True)
-    return leftovers
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of the tensors, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name]
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()
-
-
-def _write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, st_save(tensors, metadata={**meta, CHECKSUM: _digest(tensors)}))
-
-
-def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    _write_safetensors(path, state_dict, {k: json.dumps(v) for k, v in metadata.items()})
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, the header's raw string metadata); a checksum written by us is verified."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        tensors = st_load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        meta = dict(json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {})
-    except (SafetensorError, ValueError, UnicodeDecodeError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: expected a safetensors file, found something else ({one_line(exc)})") from None
-    expected = meta.pop(CHECKSUM, None)
-    if expected is not None and expected != _digest(tensors):
-        raise DataError(f"{path}: damaged: its tensors do not match the checksum written with them")
-    return tensors, meta
-
-
-def load_weights(path: str | Path, *, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, metadata). Pickle-based files are refused unless trust_pickle is set, and
-    even then are read with weights_only=True (no code runs), with empty metadata."""
-    path = Path(path)
-    if path.suffix in PICKLE_SUFFIXES:
-        if not trust_pickle:
-            raise TinyVisionError(f"{path}: refusing a pickle-based {path.suffix} file (it can run code); "
-                                  "pass --trust-pickle to load its tensors with weights_only=True")
-        try:  # from memory: the unpickler would allocate whatever a damaged length claims
-            obj = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure is "not a tensor file"
-            raise DataError(f"{path}: not a loadable weights-only file ({one_line(exc)})") from None
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise DataError(f"{path}: expected a dict of tensors (a state_dict)")
-        return obj, {}
-    tensors, raw_meta = _read_safetensors(path)
-    try:
-        return tensors, {k: json.loads(v) for k, v in raw_meta.items()}
-    except json.JSONDecodeError:
-        raise DataError(f"{path}: metadata is not tinyvision's JSON") from None
-
-
-def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
-    """Replace each tensor by a reference into `tensors`; keep the JSON-able rest."""
-    if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj.detach().cpu().contiguous()
-        return {"__tensor__": prefix}
-    if isinstance(obj, dict):
-        return {"__dict__": [[_flatten(k, tensors, f"{prefix}.k{i}"), _flatten(v, tensors, f"{prefix}.{i}")]
-                             for i, (k, v) in enumerate(obj.items())]}
-    if isinstance(obj, (list, tuple)):
-        items = [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
-        return {"__tuple__": items} if isinstance(obj, tuple) else items
-    if isinstance(obj, float) and not (obj == obj and abs(obj) != float("inf")):
-        return {"__float__": repr(obj)}  # JSON has no NaN/inf
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} in a state file")
-
-
-def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, list):
-        return [_unflatten(v, tensors) for v in obj]
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if "__tuple__" in obj:
-            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
-        if "__float__" in obj:
-            return float(obj["__float__"])
-        return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__dict__"]}
-    return obj
-
-
-def save_state(path: str | Path, state: Any, labels: Optional[dict[str, Any]] = None) -> None:
-    """Atomically store a nested structure of tensors and plain values (no pickle); `labels`, small
-    JSON values, go in the header too, where read_labels finds them without reading the tensors."""
-    tensors: dict[str, torch.Tensor] = {}
-    structure = _flatten(state, tensors, "s")
-    header = {f"label.{k}": json.dumps(v) for k, v in (labels or {}).items()}
-    _write_safetensors(path, tensors, {"structure": json.dumps(structure), **header})
-
-
-def read_labels(path: str | Path) -> dict[str, Any]:
-    """save_state's labels, read from the header alone ({} where the file has none or is no
-    safetensors file; a damaged body is noticed by load_state)."""
-    try:
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(size)) if 0 < size < 2**24 else {}
-        meta = header.get("__metadata__") or {}
-        return {k.removeprefix("label."): json.loads(v) for k, v in meta.items() if k.startswith("label.")}
-    except (OSError, ValueError, AttributeError, TypeError):
-        return {}
-
-
-def load_state(path: str | Path) -> Any:
-    path = Path(path)
-    tensors, raw_meta = _read_safetensors(path)
-    try:
-        structure = json.loads(raw_meta["structure"])
-        return _unflatten(structure, tensors)
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-        raise DataError(f"{path}: expected a tinyvision state file, found other metadata "
-                        f"({type(exc).__name__}: {one_line(exc)})") from None
-
-
-def one_line(exc: BaseException) -> str:
-    """A library exception as one short line (some have no message, some many lines)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
-
-
-# -- a run's checkpoint: the whole training state ---------------------------------------------------
-
-CHECKPOINT_FORMAT = "tinyvision-checkpoint-2"
-_COUNTERS = ("epoch", "step", "best_epoch", "bad_epochs")  # non-negative ints of TrainState
-_RESTORED = ("epoch", "step", "best_loss", "best_epoch", "best_state", "bad_epochs", "history",
-             "stopped_early", "partial", "steps")  # TrainState fields saved as they are
-_ADDED_LATER = {"steps": list}  # absent from checkpoints of earlier versions: restored as empty
+FORMAT = "tinyvision-checkpoint-3"
+_OLD_FORMAT = "tinyvision-checkpoint-2"  # one run's, before populations shared the format
+_PROGRESS = ("epoch", "best_loss", "best_epoch", "best_state", "bad_epochs", "history", "steps", "stopped_early")
+_COUNTERS = ("epoch", "best_epoch", "bad_epochs")
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -248,70 +50,118 @@ def set_rng_state(rng: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
-def _loader_position(loader: "DeviceLoader", state: "TrainState") -> dict[str, Any]:
-    """What fixes the training order: with epoch and step it is the loader's exact position."""
-    return {"seed": loader.seed, "batch_size": loader.batch_size, "samples": len(loader.labels),
-            "world_size": loader.world_size, "epoch": state.epoch, "step": state.step}
+def member_entry(member: "Member", record: dict[str, Any]) -> dict[str, Any]:
+    """One member as a checkpoint holds it: its state (model, optimizer, scheduler) and bookkeeping."""
+    final = None
+    if member.final_state is not None:
+        final = "best" if member.final_state is member.best_state else "last"
+    outcome = [member.outcome.status, member.outcome.reason] if member.outcome is not None and \
+        member.outcome.status != "interrupted" else None  # an interrupted member continues
+    return {**record, **{key: getattr(member, key) for key in _PROGRESS}, "seed": member.cfg.seed,
+            "outcome": outcome, "final": final}
 
 
-def save_checkpoint(path: str | Path, state: "TrainState", net: "nn.Module", loader: "DeviceLoader") -> None:
-    """The whole training state (weights, optimiser, schedule, counters, history, every RNG and the
-    loader's position), written atomically: a kill leaves the previous checkpoint."""
-    saved = {"format": CHECKPOINT_FORMAT, "model": net.state_dict(), "optimizer": state.optimizer.state_dict(),
-             "scheduler": state.scheduler.state_dict() if state.scheduler else None,
-             **{key: getattr(state, key) for key in _RESTORED},
-             "rng": rng_state(loader.device), "loader": _loader_position(loader, state)}
-    save_state(path, saved)
+def save_checkpoint(path: str | Path, trainee: Any, names: Sequence[str]) -> None:
+    """Every member of `trainee` (names: their run directories) and the loop's position."""
+    entries = []
+    for k, member in enumerate(trainee.members):
+        stopped = member.outcome is not None and member.outcome.status != "interrupted"
+        entries.append(member_entry(member, member.record if stopped else trainee.member_record(k)))
+    _write(path, names, entries, {"epoch": trainee.epoch, "step": trainee.step, "partial": trainee.partial},
+           trainee.order(), trainee.device)
 
 
-def restore_checkpoint(path: str | Path, state: "TrainState", net: "nn.Module", loader: "DeviceLoader",
-                       model_name: str) -> None:
-    """Continue from the checkpoint at `path`; a file that does not fit this run is a DataError.
+def save_member_checkpoint(path: str | Path, trainee: Any, k: int, name: str) -> None:
+    """Member k alone, as the checkpoint of a run that ended with its last epoch (its record from
+    when it stopped): `train --resume` extends it with more epochs."""
+    member = trainee.members[k]
+    entry = member_entry(member, member.record)
+    entry["outcome"], entry["final"] = None, None  # extended from its last epoch's weights
+    _write(path, [name], [entry], {"epoch": member.epoch, "step": 0, "partial": None}, trainee.order(),
+           trainee.device)
 
-    Tensors come back in their live counterparts' dtype, device and memory format: weights are
-    copied into the (channels_last) parameters, optimiser state is given its parameter's strides.
-    """
+
+def _write(path: str | Path, names: Sequence[str], entries: list[dict], position: dict[str, Any],
+           order: dict[str, Any], device: torch.device) -> None:
+    save_state(path, {"format": FORMAT, "members": list(names), "entries": entries, **position,
+                      "order": order, "rng": rng_state(device)},
+               labels={"format": FORMAT, "members": list(names)})  # rundir reads them without the tensors
+
+
+def restore_checkpoint(path: str | Path, trainee: Any, names: Sequence[str]) -> None:
+    """Continue `trainee` (built from its members' configs) from the checkpoint at `path`; a file
+    written for other members, seeds, model or training order is a one-line DataError naming it.
+    Tensors come back in their live counterparts' dtype, device and memory format."""
     path = Path(path)
-    saved = load_state(path)
+    saved = _upgraded(load_state(path))
     try:
-        _check_checkpoint(saved, path, state, net, loader, model_name)
-        _restore(saved, state, net, loader.device)
+        _check(saved, trainee, names)
+        trainee.load_records(saved["entries"])
+        for member, entry in zip(trainee.members, saved["entries"], strict=True):
+            _restore_member(member, entry)
+        trainee.epoch, trainee.step, trainee.partial = saved["epoch"], saved["step"], saved["partial"]
+        set_rng_state(saved["rng"], trainee.device)
+    except Mismatch as exc:
+        raise DataError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
         raise DataError(f"{path}: not a checkpoint of this run ({one_line(exc)})") from None
 
 
-def _check_checkpoint(saved: Any, path: Path, state: "TrainState", net: "nn.Module", loader: "DeviceLoader",
-                      model_name: str) -> None:
-    """Types, counters and the loader's order: refuse a checkpoint this config cannot continue."""
-    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict)
-            and isinstance(saved.get("history"), list)):
-        raise DataError(f"{path}: expected a tinyvision checkpoint (model, optimizer, epoch, step...)")
-    if any(type(saved[k]) is not int or saved[k] < 0 for k in _COUNTERS):
-        raise DataError(f"{path}: expected non-negative integer {', '.join(_COUNTERS)}")
-    if saved["step"] > len(loader):
-        raise DataError(f"{path}: step {saved['step']} is beyond an epoch of {len(loader)} steps")
-    written = saved.get("loader")  # absent from checkpoints of earlier versions
-    if written is not None:
-        now = _loader_position(loader, state)
-        changed = ", ".join(f"{k} {written.get(k)}, now {now[k]}" for k in ("seed", "batch_size", "samples",
-                                                                          "world_size") if written.get(k) != now[k])
-        if changed:
-            raise DataError(f"{path}: written for another training order ({changed}); "
-                            "resume with the run's own config.yaml")
-    shapes = {k: v.shape for k, v in net.state_dict().items()}
-    for name in ("model", "best_state"):
-        tensors = saved[name]
-        if tensors is not None and {k: getattr(v, "shape", None) for k, v in tensors.items()} != shapes:
-            raise DataError(f"{path}: its {name} weights do not fit model {model_name!r}")
+class Mismatch(ValueError):
+    """A checkpoint that is whole but written for other runs: its message says how."""
 
 
-def _restore(saved: dict[str, Any], state: "TrainState", net: "nn.Module", device: torch.device) -> None:
-    net.load_state_dict(saved["model"])  # copies into the live parameters: their layout stays
-    state.optimizer.load_state_dict(saved["optimizer"])
-    match_state_layout(state.optimizer)  # build_optimizer's load hook does it too; any optimizer here
-    if state.scheduler is not None and saved["scheduler"] is not None:
-        state.scheduler.load_state_dict(saved["scheduler"])
-    for key in _RESTORED:
-        setattr(state, key, saved[key] if key in saved or key not in _ADDED_LATER else _ADDED_LATER[key]())
-    state.best_loss = float(state.best_loss)
-    set_rng_state(saved["rng"], device)
+def _restore_member(member: "Member", entry: dict[str, Any]) -> None:
+    from .training.loop import Outcome
+
+    for key in _PROGRESS:
+        setattr(member, key, entry[key])
+    member.best_loss = float(member.best_loss)
+    if entry["outcome"] is not None:
+        member.outcome = Outcome(*entry["outcome"])
+        member.record = {key: entry[key] for key in ("model", "optimizer", "scheduler")}
+        member.final_state = {"best": member.best_state, "last": entry["model"]}.get(entry["final"] or "")
+
+
+def _check(saved: Any, trainee: Any, names: Sequence[str]) -> None:
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT or not isinstance(saved.get("entries"), list):
+        raise Mismatch("expected a tinyvision checkpoint (model, optimizer, epoch, step...)")
+    members = trainee.members
+    if len(saved["entries"]) != len(members):
+        raise Mismatch(f"it holds {len(saved['entries'])} runs ({', '.join(saved['members'])}), not {len(members)}; "
+                         "run the experiment again to continue a population")
+    if len(members) > 1 and list(saved["members"]) != list(names):
+        raise Mismatch(f"written for members {saved['members']}, not {list(names)}")
+    for entry, member in zip(saved["entries"], members):
+        if any(type(entry[k]) is not int or entry[k] < 0 for k in _COUNTERS):
+            raise ValueError(f"expected non-negative integer {', '.join(_COUNTERS)}")
+        if entry["seed"] is not None and entry["seed"] != member.cfg.seed:
+            raise Mismatch(f"written for another training order (seed {entry['seed']}, now {member.cfg.seed}); "
+                             "resume with the run's own config.yaml")
+    order = trainee.order()
+    changed = ", ".join(f"{k} {v}, now {order[k]}" for k, v in saved["order"].items() if k in order and v != order[k])
+    if changed:
+        raise Mismatch(f"written for another training order ({changed}); resume with the run's own config.yaml")
+    if type(saved["step"]) is not int or not 0 <= saved["step"] <= trainee.steps_per_epoch():
+        raise Mismatch(f"step {saved['step']} is beyond an epoch of {trainee.steps_per_epoch()} steps")
+    shapes = trainee.state_shapes()
+    for entry, member in zip(saved["entries"], members):
+        for name in ("model", "best_state"):
+            tensors = entry[name]
+            if tensors is not None and {k: getattr(v, "shape", None) for k, v in tensors.items()} != shapes:
+                raise Mismatch(f"its {name} weights do not fit model {member.cfg.model!r}")
+
+
+def _upgraded(saved: Any) -> Any:
+    """A single run's checkpoint of the previous format (tinyvision 0.2) in this one's form."""
+    if not isinstance(saved, dict) or saved.get("format") != _OLD_FORMAT:
+        return saved
+    loader = saved.get("loader") or {}
+    entry = {"model": saved["model"], "optimizer": saved["optimizer"], "scheduler": saved["scheduler"],
+             **{key: saved.get(key, [] if key == "steps" else None) for key in _PROGRESS},
+             "seed": loader.get("seed"), "outcome": None, "final": None}
+    order = {k: loader[k] for k in ("batch_size", "samples", "world_size") if k in loader}
+    if not isinstance(saved.get("model"), dict) or not isinstance(saved.get("history"), list):
+        return saved  # not even the old format's shape: _check refuses it
+    return {"format": FORMAT, "members": ["run"], "entries": [entry], "epoch": saved["epoch"], "step": saved["step"],
+            "partial": saved.get("partial"), "order": order, "rng": saved["rng"]}

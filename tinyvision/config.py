@@ -9,7 +9,6 @@ help and `--help-config` (field_docs).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -18,7 +17,6 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from .errors import ConfigError, UnknownNameError
-from .tables import label, to_text
 from .yamlfile import YamlError, clip, load_yaml, read_yaml_file
 
 Optimizer = Literal["sgd", "adam", "adamw", "adamax", "adadelta"]
@@ -27,6 +25,7 @@ Init = Literal["default", "xavier", "kaiming", "normal"]
 Precision = Literal["auto", "fp32", "bf16"]  # resolved by runtime.autocast_dtype
 Activation = Literal["relu", "sigmoid", "tanh", "gelu", "none"]  # none: no nonlinearity
 NORMALIZE_MODES = ("dataset", "none", "unit")
+LOSSES = ("cross_entropy", "mse", "nll")  # training.losses; a Python callable is recorded as "python:NAME"
 
 
 class NormalizeStats(BaseModel):
@@ -90,7 +89,12 @@ class RunConfig(BaseModel):
 
     # model
     model: str = Field(
-        "digits-cnn", description="preset name (see `tinyvision models`) or spec, e.g. cnn:16-32/k3/fc128")
+        "digits-cnn", description="preset name (see `tinyvision models`), spec (e.g. cnn:16-32/k3/fc128), "
+                                  "or your own nn.Module class: path/to/net.py:Net or package.module:Net")
+    model_args: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for your model class's constructor, e.g. "
+                                          "{width: 64}; in_channels, num_classes and input_shape are filled "
+                                          "from the dataset where the constructor names them")
     activation: Optional[Activation] = Field(
         None, description="overrides the spec's activation (none: no nonlinearity)")
     conv_activation: Optional[Activation] = Field(
@@ -114,7 +118,11 @@ class RunConfig(BaseModel):
         0.95, gt=0.0, le=1.0,
         description="lr factor per epoch (exponential) or per step_size epochs (step)")
     step_size: int = Field(10, ge=1, description="epochs between step decays")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the loss")
+    loss: str = Field(
+        "cross_entropy", description="training loss: cross_entropy (softmax, with label_smoothing), mse (squared "
+                                     "error of softmax outputs against one-hot targets), nll (outputs that are "
+                                     "log-probabilities); in Python any callable (outputs, targets) -> scalar")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the loss (cross_entropy)")
     batch_size: int = Field(64, ge=1, le=1_000_000, description="training batch size")
     epochs: int = Field(10, ge=1, le=100_000, description="number of epochs")
     patience: Optional[int] = Field(
@@ -153,6 +161,21 @@ class RunConfig(BaseModel):
             raise ValueError("a fraction must be in (0, 1)")
         if isinstance(v, int) and v < 0:
             raise ValueError("a count must be >= 0 (0: no validation split, the test set is watched instead)")
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        if v not in LOSSES and not v.startswith("python:"):
+            raise ValueError(f"must be one of {', '.join(LOSSES)}")
+        return v
+
+    @field_validator("model_args")
+    @classmethod
+    def _plain_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise ValueError(f"keys must be argument names, got {clip(bad[0], 40)!r}")
         return v
 
     @field_validator("normalize", mode="before")
@@ -266,7 +289,7 @@ def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunCo
         raise _field_error(exc) from None
 
 
-MAPPING_FIELDS = frozenset({"normalize"})  # fields whose override may be a YAML mapping
+MAPPING_FIELDS = frozenset({"normalize", "model_args"})  # fields whose override may be a YAML mapping
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -356,82 +379,6 @@ def dump_config(config: RunConfig) -> str:
     """YAML text that `load_config` reads back into an equal config."""
     return yaml.safe_dump(config.model_dump(), sort_keys=False)
 
-
-# --help-config sections, as the comments in RunConfig: each runs from its first field to the next
-SECTION_STARTS = {"recipe": "recipe", "dataset": "data", "model": "model", "optimizer": "optimisation",
-                  "seed": "execution"}
-
-
-@dataclass(frozen=True)
-class FieldDoc:
-    """One RunConfig field as people read it: in --help-config and in the CLI flags' help."""
-
-    name: str
-    section: str
-    type: str  # "int >= 1", "float in (0, 10]", "sgd|adam|adamw or None"
-    default: str  # as it would be written in a config file, None as None
-    description: str
-    choices: tuple[str, ...] = ()  # the allowed values of a Literal field
-
-
-def field_docs() -> list[FieldDoc]:
-    """Every RunConfig field in class order, with its section, type, bounds, default, description."""
-    docs, section = [], "recipe"
-    for name, info in RunConfig.model_fields.items():
-        section = SECTION_STARTS.get(name, section)
-        args = getattr(info.annotation, "__args__", ())
-        optional = getattr(info.annotation, "__origin__", None) is Union and type(None) in args
-        kinds = [a for a in args if a is not type(None)] if optional else [info.annotation]
-        kind = " ".join(filter(None, [" or ".join(map(_type_name, kinds)), _bounds(info.metadata)]))
-        docs.append(FieldDoc(name, section, kind + " or None" * optional, str(info.default),
-                             info.description or "", _choices(info.annotation)))
-    return docs
-
-
-def _type_name(annotation: Any) -> str:
-    """int; sgd|adam|adamw for a Literal."""
-    if getattr(annotation, "__origin__", None) is Literal:
-        return "|".join(map(str, annotation.__args__))
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _choices(annotation: Any) -> tuple[str, ...]:
-    origin, args = getattr(annotation, "__origin__", None), getattr(annotation, "__args__", ())
-    if origin is Union:
-        return next((c for c in map(_choices, args) if c), ())
-    return tuple(map(str, args)) if origin is Literal else ()
-
-
-def format_field_docs() -> str:
-    """The --help-config text: one line per field (section, name, type, default, description)."""
-    rows, section = [], None
-    for doc in field_docs():
-        rows.append({**vars(doc), "section": "" if doc.section == section else doc.section})
-        section = doc.section
-    columns = [(key, key if key != "name" else "field", label)
-               for key in ("section", "name", "type", "default", "description")]
-    return to_text(rows, columns)
-
-
-_SYMBOLS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-_BRACKETS = {"ge": "[", "gt": "(", "le": "]", "lt": ")"}
-
-
-def _bounds(metadata: list[Any]) -> str:
-    """pydantic's ge/gt/le/lt constraints as ">= 1" or "in (0, 10]"."""
-    found = sorted(((k, getattr(m, k)) for m in metadata for k in _SYMBOLS if hasattr(m, k)),
-                   key=lambda kv: kv[0] in ("le", "lt"))  # lower bound first
-    if len(found) == 2:
-        (low, a), (high, b) = found
-        return f"in {_BRACKETS[low]}{_number(a)}, {_number(b)}{_BRACKETS[high]}"
-    return " ".join(f"{_SYMBOLS[k]} {_number(v)}" for k, v in found)
-
-
-def _number(v: Any) -> str:
-    """1e-3 as 0.001, 10.0 as 10, 2**63 as 2**63 rather than 19 digits."""
-    if isinstance(v, int) and v > 2**20 and v & (v - 1) == 0:
-        return f"2**{v.bit_length() - 1}"
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 # Seeds per experiment point (compare, run) when neither the file nor --repeats says: enough for a
 # 95% CI and a t-test to mean something (the README's Digits comparison: 2 x 5 runs in about a minute).

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from . import runs
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,9 @@ def restarted() -> bool:
 def relaunched(run_dir: str | Path) -> bool:
     """Under torchrun, whether `run_dir` holds an unfinished run with a checkpoint to continue:
     torchrun restarted the workers, or the whole job was launched again after a failure."""
-    if not context().enabled or not (Path(run_dir) / runs.CHECKPOINT).exists():
-        return False
-    try:
-        return not runs.is_complete(run_dir)
-    except DataError:  # a damaged result.json: the checkpoint is what there is to continue
-        return True
+    from .rundir import inspect_run
+
+    return context().enabled and inspect_run(run_dir).resumable
 
 
 # device_id binds the NCCL communicator to the rank's GPU at once (no guessing at the first

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .data.loader import DeviceLoader
@@ -31,31 +30,45 @@ class Predictions:
         return float((self.predicted == self.labels).float().mean()) if len(self.labels) else 0.0
 
 
+Forward = Callable[[torch.Tensor], torch.Tensor]  # images [B, C, H, W] -> logits [K, B, classes]
+
+
 @torch.inference_mode()
-def predict_loader(model: nn.Module, loader: DeviceLoader, *, tta: bool = False, flip: bool = False,
-                   precision: str = "auto") -> Predictions:
-    """One pass in eval mode; probabilities averaged over shifted copies when tta is on (and the
-    mirror image too with flip, for data trained with flips: not digits)."""
-    dtype = autocast_dtype(precision, loader.device, model)
-    was_training = model.training
-    model.eval()
+def predict_members(forward: Forward, loader: DeviceLoader, members: int, *, dtype: Optional[torch.dtype] = None,
+                    tta: bool = False, flip: bool = False) -> list[Predictions]:
+    """One pass over `loader` by K models at once (a module, or K stacked: `forward` gives each
+    one's logits, in eval mode): each one's probabilities, loss (mean NLL of the probabilities,
+    clamped at 1e-12) and accuracy; averaged over shifted copies with tta (and the mirror image
+    with flip, for data trained with flips: not digits)."""
     start = time.perf_counter()
     probs, labels = [], []
-    loss_sum = torch.zeros((), device=loader.device, dtype=torch.float64)
+    loss_sum = torch.zeros(members, device=loader.device, dtype=torch.float64)
     for x, y in loader:
         with autocast(loader.device, dtype):
-            logits = model(x).float()
-        p = logits.softmax(dim=1)
+            p = forward(x).float().softmax(dim=-1)
         if tta:
-            p = _tta_probs(model, x, p, loader.device, dtype, _background(loader), flip)
-        loss_sum += F.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum").double()
+            p = _tta_probs(forward, x, p, loader.device, dtype, _background(loader), flip)
+        logp = p.clamp_min(1e-12).log().gather(-1, y.expand(members, -1).unsqueeze(-1))
+        loss_sum -= logp.squeeze(-1).sum(dim=1, dtype=torch.float64)
         probs.append(p)
         labels.append(y)
-    model.train(was_training)
     n = max(1, sum(len(y) for y in labels))
-    probs_t = torch.cat(probs).cpu() if probs else torch.zeros(0, 0)
+    probs_t = torch.cat(probs, dim=1).cpu() if probs else torch.zeros(members, 0, 0)
     labels_t = torch.cat(labels).cpu() if labels else torch.zeros(0, dtype=torch.long)
-    return Predictions(probs_t, labels_t, float(loss_sum) / n, time.perf_counter() - start)
+    seconds, losses = (time.perf_counter() - start) / members, (loss_sum / n).tolist()
+    return [Predictions(probs_t[k], labels_t, losses[k], seconds) for k in range(members)]
+
+
+def predict_loader(model: nn.Module, loader: DeviceLoader, *, tta: bool = False, flip: bool = False,
+                   precision: str = "auto") -> Predictions:
+    """One module's pass in eval mode (predict_members of one)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return predict_members(lambda x: model(x).unsqueeze(0), loader, 1, tta=tta, flip=flip,
+                               dtype=autocast_dtype(precision, loader.device, model))[0]
+    finally:
+        model.train(was_training)
 
 
 TTA_SHIFTS = ((0, -1), (0, 1), (-1, 0), (1, 0))  # (dy, dx) one-pixel shifts averaged with the original
@@ -75,7 +88,7 @@ def shift_images(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor) -> torch
     return out
 
 
-def _tta_probs(model: nn.Module, x: torch.Tensor, p: torch.Tensor, device: torch.device,
+def _tta_probs(forward: Forward, x: torch.Tensor, p: torch.Tensor, device: torch.device,
                dtype: Optional[torch.dtype], fill: torch.Tensor | float = 0.0,
                flip: bool = False) -> torch.Tensor:
     """Average with one-pixel shifts up, down, left and right, and with flip the left-right
@@ -86,7 +99,7 @@ def _tta_probs(model: nn.Module, x: torch.Tensor, p: torch.Tensor, device: torch
     total = p.clone()
     for view in views:
         with autocast(device, dtype):
-            total += model(view).float().softmax(dim=1)
+            total += forward(view).float().softmax(dim=-1)
     return total / (1 + len(views))
 
 

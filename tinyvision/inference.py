@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from . import runs
-from .checkpoint import load_weights
+from .files import load_weights
 from .data import formats
 from .data.formats import IMAGE_SUFFIXES, is_image_file  # noqa: F401 - IMAGE_SUFFIXES: public name
 from .data.loader import DeviceLoader, Normalization
 from .errors import ConfigError, DataError, SpecError, TinyVisionError, UnknownNameError
 from .evaluate import class_report, predict_loader, split_metrics
-from .models import create_model
+from .models.source import ModelError, ModelSource, from_record
 from .data import load_data
 from .runtime import configure_threads, resolve_device, set_determinism, use_channels_last
 
@@ -33,8 +33,9 @@ class LoadedModel:
         return Normalization(tuple(self.meta["mean"]), tuple(self.meta["std"]))
 
 
-def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
-    """A run directory or a weights file -> the model with its metadata."""
+def load_model(path: str | Path, *, trust_pickle: bool = False, model: Any = None) -> LoadedModel:
+    """A run directory or a weights file -> the model with its metadata. `model`: the class,
+    instance or factory a run was given in Python (a notebook's class), which no file can rebuild."""
     path = Path(path)
     weights = path / runs.WEIGHTS if path.is_dir() else path
     if path.is_dir() and not weights.exists():
@@ -51,19 +52,35 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     if "spec" not in meta:
         raise DataError(f"{weights}: no tinyvision metadata (spec, classes, input shape)")
     spec, shape, classes = _check_meta(meta, weights)
-    try:
-        with torch.device("meta"):  # shapes only: a damaged spec or shape cannot make us allocate
-            expected = {k: v.shape for k, v in create_model(spec, shape, classes).state_dict().items()}
-    except (SpecError, UnknownNameError, ConfigError) as exc:
-        raise DataError(f"{weights}: its metadata names a model that cannot be built: {exc}") from None
+    record = meta.get("source") if isinstance(meta.get("source"), dict) else {"reference": spec, "kind": "spec"}
+    source = ModelSource(spec, "spec") if record.get("kind") == "spec" and model is None else \
+        from_record(record, weights.parent, given=model)
+    net = _built(source, shape, classes, weights)
     found = {k: v.shape for k, v in state.items()}
+    expected = {k: v.shape for k, v in net.state_dict().items()}
     if found != expected:
         wrong = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
-        raise DataError(f"{weights}: weights do not fit spec {spec!r} for input {list(shape)} "
+        raise DataError(f"{weights}: weights do not fit model {source.label!r} for input {list(shape)} "
                         f"({', '.join(wrong[:3])} differ)")
-    model = create_model(spec, shape, classes)
-    model.load_state_dict(state)
-    return LoadedModel(model.eval(), meta)
+    net.load_state_dict(state)
+    return LoadedModel(net.eval(), meta)
+
+
+def _built(source: ModelSource, shape: tuple[int, int, int], classes: int, weights: Path) -> nn.Module:
+    """The model to load weights into (its initial weights drawn without touching the caller's RNG);
+    a spec is checked on the meta device first, so a damaged one cannot make us allocate."""
+    try:
+        if source.is_spec:
+            with torch.device("meta"):
+                source.build(shape, classes)
+        with torch.random.fork_rng():
+            return source.build(shape, classes)
+    except (SpecError, UnknownNameError) as exc:
+        raise DataError(f"{weights}: its metadata names a model that cannot be built: {exc}") from None
+    except ConfigError as exc:
+        if isinstance(exc, ModelError):
+            raise
+        raise DataError(f"{weights}: its metadata names a model that cannot be built: {exc}") from None
 
 
 def _check_meta(meta: dict[str, Any], weights: Path) -> tuple[str, tuple[int, int, int], int]:
@@ -85,13 +102,13 @@ def _check_meta(meta: dict[str, Any], weights: Path) -> tuple[str, tuple[int, in
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None,
-                 device: str = "auto") -> dict[str, Any]:
+                 device: str = "auto", model: Any = None) -> dict[str, Any]:
     """Re-evaluate a saved model on one split of its dataset, the way its run evaluated: the run's
     threads, determinism (TF32 or IEEE fp32 on CUDA), memory layout, precision and TTA."""
     cfg = runs.read_config(run_dir)
     if data_dir:
         cfg = cfg.model_copy(update={"data_dir": data_dir})
-    loaded = load_model(run_dir)
+    loaded = load_model(run_dir, model=model)
     data = load_data(cfg)
     if split not in ("train", "val", "test"):
         raise TinyVisionError(f"unknown split {split!r}; valid: train, val, test")

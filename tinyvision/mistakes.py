@@ -158,7 +158,7 @@ def write_test_mistakes(run_dir: Optional[Path], pred: Any, cfg: Any, classes: S
     """mistakes.csv for a folder-dataset run (after its test predictions); nothing for other
     datasets. A folder that cannot be listed again leaves the file without names, never the run
     failed."""
-    from .checkpoint import atomic_write
+    from .files import atomic_write
 
     if run_dir is None or folder_root(cfg.dataset) is None:
         return None

@@ -1,7 +1,7 @@
 """Names -> optimisers, learning-rate schedules and weight-initialisation schemes."""
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -15,11 +15,14 @@ PER_STEP_SCHEDULES = {"cosine", "onecycle"}
 FUSED_ON_CPU = {"sgd", "adam", "adamw"}  # fused CPU kernels (torch >= 2.4) measure fastest here
 
 
-def build_optimizer(model: nn.Module, cfg: RunConfig, *, fused: bool = False) -> torch.optim.Optimizer:
-    """The config's optimiser. fused=True asks for fused kernels (CUDA); on the CPU sgd, adam and
-    adamw use their fused kernels anyway: one pass over each parameter per step, measured faster
-    than foreach (benchmarks/README.md). The others use foreach (one multi-tensor op per step)."""
-    optimizer = _make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, fused=fused)
+def build_optimizer(model: nn.Module | Iterable[torch.Tensor], cfg: RunConfig, *,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """The config's optimiser over a model's parameters (or given tensors). fused=True asks for
+    fused kernels (CUDA); on the CPU sgd, adam and adamw use their fused kernels anyway: one pass
+    over each parameter per step, measured faster than foreach (benchmarks/README.md). The others
+    use foreach (one multi-tensor op per step)."""
+    params = model.parameters() if isinstance(model, nn.Module) else model
+    optimizer = _make_optimizer([p for p in params if p.requires_grad], cfg, fused=fused)
     # every load of its state (resume, DDP relaunch, tuning) gives the state its parameters' layout
     optimizer.register_load_state_dict_post_hook(match_state_layout)
     return optimizer
@@ -56,7 +59,7 @@ def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
 
     Optimizer.load_state_dict restores dtype and device but not memory format: a checkpoint's
     tensors come back contiguous while a CNN's parameters are channels_last. The fused CPU kernels
-    (torch._fused_adam_, _fused_sgd_) assume a parameter and its state share strides and otherwise
+    (torch's private fused Adam and SGD) assume a parameter and its state share strides and otherwise
     update the wrong elements, silently (torch issue 126585).
     """
     for p, key, value in list(_layout_mismatches(optimizer)):

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 from tqdm import tqdm
 
@@ -21,6 +21,16 @@ def format_epoch(row: dict, epochs: int, val_name: str = "val") -> str:
     return (f"epoch {int(row['epoch'])}/{epochs}  "
             f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%  "
             f"{short_epoch(row, val_name)}  lr {row['lr']:.2e}  {row['seconds']:.1f}s")
+
+
+def population_line(epoch: int, epochs: int, members: Sequence[Any], rows: dict[int, dict]) -> str:
+    """An epoch of runs trained together: how many trained, and their validation accuracy range."""
+    accuracies = [100 * row["val_accuracy"] for row in rows.values()]
+    done = sum(m.outcome is not None or m.stopped_early for m in members)
+    ended = f", {done} ended" if done else ""
+    seconds = max(row["seconds"] for row in rows.values())
+    return (f"epoch {epoch}/{epochs}  {len(rows)} of {len(members)} runs{ended}  "
+            f"val acc {min(accuracies):.2f}% to {max(accuracies):.2f}%  {seconds:.1f}s each")
 
 
 def short_epoch(row: dict, val_name: str = "val") -> str:

@@ -9,43 +9,44 @@
     predictions.safetensors  test-set probabilities and labels, and the images the report shows
     checkpoint.safetensors   full training state for --resume
 
+    model_source.py      a copy of the model's source file (your own model class; models.source)
+
 Every file is written atomically; result.json with a final status is written last, so a
-directory whose result says "completed" is complete. One process at a time writes a run
-directory (lock_run_dir); a kill leaves at most hidden ".*.tmp" files, which readers never open.
+directory whose result says "completed" is complete. What a directory is (new, running,
+finished...) and who may write it: rundir.py.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import errno
 import hashlib
 import io
 import json
-import os
 import platform
 import re
 import time
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy
 import torch
 
-from .checkpoint import atomic_write, load_state, remove_temp_files, save_state
+from .files import atomic_write, load_state, save_state
 from .config import RunConfig, dump_config, load_config
 from .errors import DataError, TinyVisionError
 
 if TYPE_CHECKING:
     from .evaluate import Predictions
-    from .loop import Outcome, TrainState
+    from .training.loop import Member, Outcome
 
 CONFIG, METRICS, RESULT = "config.yaml", "metrics.csv", "result.json"
 WEIGHTS, CHECKPOINT = "model.safetensors", "checkpoint.safetensors"
-POPULATION_CHECKPOINT = "population-checkpoint.safetensors"  # a population's, in its first member's directory
 PREDICTIONS = "predictions.safetensors"
+MODEL_SOURCE = "model_source.py"  # a copy of a user model's file (models.source)
 STEPS = "steps.csv"
 TEST_AS_VALIDATION = "test (used as validation)"
 _VAL_COLUMNS = ("val_loss", "val_accuracy", "val_error", "val_seconds")
@@ -54,70 +55,6 @@ _VAL_COLUMNS = ("val_loss", "val_accuracy", "val_error", "val_seconds")
 def slug(text: str) -> str:
     """A file-name-safe version of text."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "run"
-
-
-def new_run_dir(root: str | Path, cfg: RunConfig) -> Path:
-    """A fresh, unique directory under root named after dataset, model and time."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{slug(cfg.dataset)}-{slug(cfg.model)}-{stamp}"
-    for i in range(1000):
-        path = base if i == 0 else base.with_name(f"{base.name}-{i}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise TinyVisionError(f"could not create a new run directory under {root}")
-
-
-def claim_run_dir(path: str | Path) -> Path:
-    """Use `path` for a new run; refuse a directory that already holds a run (nothing is overwritten)."""
-    path = Path(path)
-    if (path / RESULT).exists() or (path / CONFIG).exists():
-        raise TinyVisionError(f"{path} already holds a run; choose another --run-dir or use --resume")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-class RunDirBusy(TinyVisionError):
-    """Another process is writing this run directory."""
-
-
-_HELD: dict[str, list[int]] = {}  # real path -> [fd, depth]: the locks this process holds
-
-
-@contextmanager
-def lock_run_dir(run_dir: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on the directory while writing it; re-entrant within a process.
-
-    A second process is refused (RunDirBusy) rather than made to wait. The kernel drops the lock
-    when its holder dies, even by SIGKILL, so a crash leaves nothing to clean up.
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; one writer per directory is up to the user
-        yield
-        return
-    key = os.path.realpath(run_dir)
-    if key in _HELD:
-        _HELD[key][1] += 1
-    else:
-        fd = os.open(key, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunDirBusy(f"{run_dir} is being written by another process; wait for it to finish "
-                             "(nothing was changed)") from None
-        except OSError:  # a file system without locks (some network ones): go on unlocked
-            pass
-        _HELD[key] = [fd, 1]
-    try:
-        yield
-    finally:
-        _HELD[key][1] -= 1
-        if _HELD[key][1] == 0:
-            os.close(_HELD.pop(key)[0])  # closing the last descriptor releases the lock
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -223,6 +160,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+@functools.cache  # the package does not change while it runs: hashed once per process
 def code_hash() -> str:
     """sha256 over the package's source files: which code produced a result."""
     digest = hashlib.sha256()
@@ -261,25 +199,9 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
-# -- opening a run directory -------------------------------------------------------------------
-
-def open_run_dir(run_dir: str | Path | None, out: str | Path, cfg: RunConfig, *, resume: bool,
-                 held: ExitStack) -> Path:
-    """The writer's directory, locked for as long as `held` is open: the run's own directory when
-    resuming (leftovers of a killed writer removed), else a new one claimed with config.yaml."""
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(out, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    held.enter_context(lock_run_dir(run_dir))
-    remove_temp_files(run_dir)  # what a killed writer left; the lock says none is writing now
-    if not resume:
-        claim_run_dir(run_dir)
-        write_config(run_dir, cfg)
-    return run_dir
-
-
 # -- result.json -------------------------------------------------------------------------------
 
-def build_result(outcome: "Outcome", state: "TrainState", *, cfg: RunConfig, run_dir: Optional[Path],
+def build_result(outcome: "Outcome", state: "Member", *, cfg: RunConfig, run_dir: Optional[Path],
                  facts: dict[str, Any]) -> dict[str, Any]:
     """result.json's content for a run that ended with `outcome`; facts: what only the live run
     knows (spec, params, macs, device, precision, classes...). The test metrics are added later."""

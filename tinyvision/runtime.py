@@ -1,15 +1,13 @@
-"""Where and how tensors run: device choice, CPU threads, autocast, determinism; and the signals
-(Ctrl-C, SIGTERM) that ask a run to stop at its next step."""
+"""Where and how tensors run: device choice, CPU threads, autocast, determinism."""
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import os
 import shutil
-import signal
 import sys
 from functools import cache
-from typing import Any, ContextManager, Iterator, Optional, get_args
+from typing import ContextManager, Optional, get_args
 
 import torch
 
@@ -180,51 +178,3 @@ def check_compile(device: torch.device) -> None:
     if not any(shutil.which(c) for c in compilers):
         raise ConfigError(f"config field 'compile': torch.compile on {where} needs a C/C++ compiler "
                           f"({' or '.join(compilers)} on the PATH), or compile=false")
-
-
-# -- stop signals ------------------------------------------------------------------------------
-
-EXIT_INTERRUPTED = 130  # documented exit code of a run stopped by Ctrl-C / SIGTERM
-
-
-class StopFlag:
-    """Set by the first SIGINT/SIGTERM; the loop polls it and stops at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
-# Signals that stop a run at its next step with a checkpoint (pool workers: leave_sigterm_fatal).
-STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
-
-
-def leave_sigterm_fatal() -> None:
-    """For a process-pool worker (experiments, tuning): only Ctrl-C stops its run gracefully. When a
-    worker dies the pool SIGTERMs the others (their queues may be locked for good); one that took it
-    as a request to stop at its next step would then wait on those queues forever."""
-    global STOP_SIGNALS
-    STOP_SIGNALS = [signal.SIGINT]
-
-
-@contextlib.contextmanager
-def graceful_stop() -> Iterator[StopFlag]:
-    """Within the block a first stop signal sets the yielded flag instead of ending the process;
-    further ones change nothing (the save is already coming). Outside the main thread: no handling."""
-    flag = StopFlag()
-
-    def request(signum: int, frame: Any) -> None:
-        flag.requested = True
-
-    try:
-        old = {sig: signal.signal(sig, request) for sig in STOP_SIGNALS}
-    except ValueError:  # not the main thread: no signal handling
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)

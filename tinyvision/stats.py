@@ -1,22 +1,21 @@
 """Statistics for honest comparisons across seeds: summaries, differences, verdicts.
 
-This module is responsible for turning per-seed metric values (one number per training run)
-into numbers and sentences that do not overclaim:
+Per-seed metric values (one number per training run) -> numbers and sentences that do not overclaim:
 
-- `summarize` -> `Summary`: mean, sample std and a Student-t confidence interval of the mean.
+- `summarize` -> `Summary`: mean, sample std and a Student t confidence interval of the mean (for
+  accuracies on the logit scale, mapped back: never outside [0, 1]; for losses never below 0).
 - `compare` -> `Difference`: the difference of two configurations' means, its Welch confidence
   interval and the two-sided Welch t-test p-value.
 - `holm`: Holm-Bonferroni adjusted p-values when several comparisons are made at once.
-- `verdict`: one plain-English sentence about a `Difference` (who wins, by how much, how sure).
+- `verdict` / `outcome`: a plain-English sentence / one word about a `Difference` (who wins, by
+  how much, how sure). With fewer than MIN_SEEDS_TO_CONCLUDE seeds on a side the interval is too
+  wide to conclude from: the verdict is "inconclusive", whatever the p-value.
 - `seeds_for_half_width` / `projected_half_width`: how many seeds a tighter interval would take.
 
-It is pure (no I/O, no torch, no global state). Values that are None or NaN (a run that failed
-or has no such metric) are ignored everywhere, so callers can pass raw result columns. scipy is
-imported lazily inside the functions that need it, to keep `import tinyvision.stats` light.
-
-Conventions: in a `Difference`, "a" is the candidate and "b" the reference, and
-diff = mean(a) - mean(b) whatever the metric's direction; `higher_is_better` only decides who
-"wins" in the sentence.
+Pure (no I/O, no torch, no global state). None and NaN values (a failed run, a missing metric)
+are ignored everywhere, so callers can pass raw result columns. scipy is imported lazily.
+In a `Difference`, "a" is the candidate and "b" the reference, diff = mean(a) - mean(b) whatever
+the metric's direction; `higher_is_better` only decides who "wins" in the sentence.
 """
 from __future__ import annotations
 
@@ -27,18 +26,21 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-__all__ = [
-    "Difference", "Summary", "compare", "format_p", "holm", "projected_half_width",
-    "seeds_for_half_width", "summarize", "verdict",
-]
+__all__ = ["KINDS", "MIN_SEEDS_TO_CONCLUDE", "Difference", "Summary", "compare", "format_p", "holm", "outcome",
+           "projected_half_width", "seeds_for_half_width", "summarize", "verdict"]
 
 NAN = float("nan")
 MAX_SEEDS = 1000  # cap of seeds_for_half_width
+MIN_SEEDS_TO_CONCLUDE = 5  # per side: below it a verdict is "inconclusive", whatever p says
+LOGIT_EPS = 1e-12  # a proportion's mean is kept in [eps, 1 - eps] before its logit (see summarize)
+KINDS = {  # summarize's `kind` -> the interval it gives, as tables and docstrings name it
+    "real": "Student t interval of the mean",
+    "proportion": "Student t interval on the logit scale, mapped back (never outside 0 to 100%)",
+    "nonnegative": "Student t interval of the mean, never below 0",
+}
 
 
-# ---------------------------------------------------------------------------------------------
-# helpers
-
+# -- helpers ----------------------------------------------------------------------------------
 
 def _clean(values: Sequence[Optional[float]]) -> np.ndarray:
     """The values as a float64 array, None and NaN dropped."""
@@ -69,13 +71,11 @@ def _pct(confidence: float) -> str:
     return f"{100 * confidence:g}%"
 
 
-# ---------------------------------------------------------------------------------------------
-# one configuration
-
+# -- one configuration ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean of n per-seed values with its sample std and Student-t confidence interval.
+    """Mean of n per-seed values with its sample std and confidence interval (`method`).
 
     n == 0: everything NaN. n == 1: mean is the value, std and the CI are NaN (one seed says
     nothing about seed-to-seed noise). All-equal values: std 0 and CI (mean, mean).
@@ -87,6 +87,7 @@ class Summary:
     ci_low: float
     ci_high: float
     confidence: float = 0.95
+    method: str = KINDS["real"]
 
     @property
     def half_width(self) -> float:
@@ -94,12 +95,9 @@ class Summary:
         return (self.ci_high - self.ci_low) / 2.0
 
     def format(self, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
-        """'95.71 ± 0.12 (95% CI 95.41 to 96.01, n=3)': mean ± sample std, then the CI.
-
-        Every number is multiplied by `scale` (100 for accuracy fractions -> percent), shown
-        with `digits` decimals and followed by `unit`. n == 1 gives '95.71 (n=1)', n == 0
-        gives 'n/a (n=0)'.
-        """
+        """'95.71 ± 0.12 (95% CI 95.41 to 96.01, n=3)': mean ± sample std, then the CI; every
+        number times `scale` (100: percent), with `digits` decimals and `unit`. n == 1: '95.71
+        (n=1)'; n == 0: 'n/a (n=0)'."""
         def num(x: float) -> str:
             return f"{round(x * scale, digits) + 0.0:.{digits}f}{unit}"
 
@@ -111,25 +109,43 @@ class Summary:
         return f"{num(self.mean)} ± {num(self.std)} ({ci}, n={self.n})"
 
 
-def summarize(values: Sequence[Optional[float]], confidence: float = 0.95) -> Summary:
+def summarize(values: Sequence[Optional[float]], confidence: float = 0.95, *,
+              kind: str = "real") -> Summary:
     """Summary of per-seed values; None and NaN entries are ignored (not counted in n).
 
-    The CI is mean ± t_{(1+confidence)/2, n-1} · std / sqrt(n) (Student t, sample std).
+    kind "real": mean ± t_{(1+confidence)/2, n-1} · std / sqrt(n) (Student t, sample std);
+    "nonnegative" (losses, times): the same, cut at 0; "proportion" (accuracies, in [0, 1]): the
+    t interval on the logit scale, mapped back, so never outside [0, 1] (seeds at 99% and 96%:
+    1.5% to 100.0%, where plain t says 78.4% to 116.6%). It is centred on logit(mean) with the
+    delta-method standard error std / (sqrt(n) · mean (1 - mean)), so it always holds the mean.
+    Seeds at exactly 0% or 100% need no correction (no seed's own logit is taken); the mean is
+    clipped to [LOGIT_EPS, 1 - LOGIT_EPS] as a numerical guard only.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     x = _clean(values)
-    n = int(x.size)
+    n, method = int(x.size), KINDS[kind]
     if n == 0:
-        return Summary(0, NAN, NAN, NAN, NAN, confidence)
+        return Summary(0, NAN, NAN, NAN, NAN, confidence, method)
+    if kind == "proportion" and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"a proportion must be in [0, 1], got {x.min() if x.min() < 0 else x.max()}")
     mean, std = float(x.mean()), _std(x)
-    if n == 1:
-        return Summary(1, mean, NAN, NAN, NAN, confidence)
-    half = _t_quantile(confidence, n - 1) * std / math.sqrt(n) if std > 0 else 0.0
-    return Summary(n, mean, std, mean - half, mean + half, confidence)
+    if not std > 0:  # one value (std NaN): no CI; all values equal (std 0): the CI is the mean
+        return Summary(n, mean, std, *(2 * [NAN if n == 1 else mean]), confidence, method)
+    half = _t_quantile(confidence, n - 1) * std / math.sqrt(n)
+    low, high = mean - half, mean + half
+    if kind == "proportion":
+        from scipy.special import expit  # 1 / (1 + e^-z), without overflow
+
+        m = min(max(mean, LOGIT_EPS), 1.0 - LOGIT_EPS)
+        z, half_z = math.log(m / (1.0 - m)), half / (m * (1.0 - m))  # d logit(m) / dm = 1 / (m (1 - m))
+        low, high = float(expit(z - half_z)), float(expit(z + half_z))
+    elif kind == "nonnegative":
+        low = max(low, 0.0)
+    return Summary(n, mean, std, low, high, confidence, method)
 
 
-# ---------------------------------------------------------------------------------------------
-# two configurations
-
+# -- two configurations -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Difference:
@@ -168,6 +184,11 @@ class Difference:
         return self.n_a >= 2 and self.n_b >= 2
 
     @property
+    def conclusive(self) -> bool:
+        """Whether both sides have MIN_SEEDS_TO_CONCLUDE values: fewer make the CI too wide to judge."""
+        return min(self.n_a, self.n_b) >= MIN_SEEDS_TO_CONCLUDE
+
+    @property
     def pooled_std(self) -> float:
         """Pooled sample std of both sides (NaN unless testable); used for seed projections."""
         if not self.testable:
@@ -180,10 +201,9 @@ def _welch(a: np.ndarray, b: np.ndarray, sa: float, sb: float,
            confidence: float) -> tuple[float, float, float]:
     """(ci_low, ci_high, p) for mean(a) - mean(b); both sides have n >= 2 and not both std 0.
 
-    p is the two-sided Welch t-test, equal to scipy.stats.ttest_ind(a, b, equal_var=False)
-    (checked in the tests) but computed from the same se and df as the CI, so p < 1 - confidence
-    exactly when the CI excludes 0, and without scipy's precision warnings when one side's
-    values are all equal.
+    p is the two-sided Welch t-test, equal to scipy.stats.ttest_ind(a, b, equal_var=False) but
+    from the same se and df as the CI: p < 1 - confidence exactly when the CI excludes 0 (and no
+    scipy precision warnings when one side's values are all equal).
     """
     from scipy import stats
 
@@ -210,8 +230,7 @@ def compare(a: Sequence[Optional[float]], b: Sequence[Optional[float]], *, name_
     """
     xa, xb = _clean(a), _clean(b)
     sa, sb = _std(xa), _std(xb)
-    ma = float(xa.mean()) if xa.size else NAN
-    mb = float(xb.mean()) if xb.size else NAN
+    ma, mb = (float(x.mean()) if x.size else NAN for x in (xa, xb))
     diff = ma - mb
     if xa.size < 2 or xb.size < 2:
         lo, hi, p = NAN, NAN, NAN
@@ -241,9 +260,7 @@ def holm(differences: Sequence[Difference]) -> list[Difference]:
     return [dataclasses.replace(d, p_adjusted=adjusted[i]) for i, d in enumerate(differences)]
 
 
-# ---------------------------------------------------------------------------------------------
-# how many seeds
-
+# -- how many seeds ---------------------------------------------------------------------------
 
 def projected_half_width(std: float, n: int, confidence: float = 0.95) -> float:
     """Welch CI half-width of a difference with n seeds per side and the same std on both.
@@ -256,10 +273,9 @@ def projected_half_width(std: float, n: int, confidence: float = 0.95) -> float:
 
 
 def seeds_for_half_width(std: float, target: float, confidence: float = 0.95) -> int:
-    """Smallest n >= 2 seeds per side whose `projected_half_width` is <= target (cap 1000).
+    """Smallest n >= 2 seeds per side whose `projected_half_width` is <= target, in std's units.
 
-    std 0 needs only 2 seeds; an unreachable target (<= 0, or needing more than 1000) gives
-    1000. std and target are in the same units.
+    std 0 needs only 2 seeds; an unreachable target (<= 0, or over MAX_SEEDS seeds) gives MAX_SEEDS.
     """
     from scipy import stats
 
@@ -273,9 +289,7 @@ def seeds_for_half_width(std: float, target: float, confidence: float = 0.95) ->
     return int(n[ok[0]]) if ok.size else MAX_SEEDS
 
 
-# ---------------------------------------------------------------------------------------------
-# sentences
-
+# -- sentences --------------------------------------------------------------------------------
 
 def format_p(p: float) -> str:
     """'p < 0.001' below 0.001, else two significant digits: 'p = 0.041', 'p = 0.41'."""
@@ -315,13 +329,14 @@ def verdict(d: Difference, *, alpha: float = 0.05, scale: float = 100.0, unit: s
     Significant (p < alpha): 'digits-cnn beats digits-mlp by 3.1 points of test accuracy
     (95% CI 2.0 to 4.2, p < 0.001, 5 seeds each)', or for a lower-is-better metric
     'digits-cnn has 0.12 lower test loss than digits-mlp (95% CI ..., p = ..., 5 seeds each)'.
-    Otherwise: 'no significant difference in test accuracy between A and B at 3 seeds each
+    Otherwise: 'no significant difference in test accuracy between A and B at 5 seeds each
     (p = 0.41; difference 0.4 points, 95% CI -1.1 to 1.9); more seeds would narrow the CI to
-    about ±0.9 points with 6 seeds each', the projection using the pooled std and twice the
-    seeds per side. corrected=True judges and reports the Holm p (p_adjusted). Numbers are
-    multiplied by `scale` and followed by `unit` (use scale=1.0, unit="" for losses); `digits`
-    fixes the decimals (default: 1 when scaled, else 3 significant digits of the larger of the
-    difference and the CI half-width).
+    about ±0.9 points with 10 seeds each' (pooled std, twice the seeds, at least
+    MIN_SEEDS_TO_CONCLUDE). Fewer than MIN_SEEDS_TO_CONCLUDE seeds a side: 'inconclusive: A vs B
+    on test accuracy at 2 seeds each, ...', whatever p. corrected=True judges and reports the Holm
+    p (p_adjusted). Numbers are multiplied by `scale` and followed by `unit` (scale=1.0, unit=""
+    for losses); `digits` fixes the decimals (default: 1 when scaled, else 3 significant digits of
+    the larger of the difference and the CI half-width).
     """
     if not d.testable or math.isnan(d.diff):
         return (f"cannot test: need at least 2 seeds per side to compare {d.name_a} and "
@@ -333,13 +348,29 @@ def verdict(d: Difference, *, alpha: float = 0.05, scale: float = 100.0, unit: s
     def num(x: float) -> str:
         return _number(x, scale, places)
 
-    ci = _pct(d.confidence) + " CI"
-    if p < alpha:
-        return _significant(d, num, unit, ci, p_text)
-    text = (f"no significant difference in {d.metric} between {d.name_a} and {d.name_b} at "
-            f"{_seeds(d.n_a, d.n_b)} ({p_text}; difference {num(d.diff)}{unit}, "
-            f"{ci} {num(d.ci_low)} to {num(d.ci_high)})")
+    ci = f"{_pct(d.confidence)} CI {num(d.ci_low)} to {num(d.ci_high)}"
+    if not d.conclusive:
+        text = (f"inconclusive: {d.name_a} vs {d.name_b} on {d.metric} at {_seeds(d.n_a, d.n_b)}, fewer "
+                f"than {MIN_SEEDS_TO_CONCLUDE} per side, so the interval is too wide to conclude "
+                f"(difference {num(d.diff)}{unit}, {ci}, {p_text})")
+    elif p < alpha:
+        return _significant(d, num, unit, _pct(d.confidence) + " CI", p_text)
+    else:
+        text = (f"no significant difference in {d.metric} between {d.name_a} and {d.name_b} at "
+                f"{_seeds(d.n_a, d.n_b)} ({p_text}; difference {num(d.diff)}{unit}, {ci})")
     return text + _more_seeds(d, num, unit)
+
+
+def outcome(d: Difference, *, alpha: float = 0.05, corrected: bool = False) -> str:
+    """The verdict in a word, for a table: "better" or "worse" (a against b, p < alpha), "not
+    significant", "inconclusive" (fewer than MIN_SEEDS_TO_CONCLUDE seeds a side) or "cannot test"."""
+    if not d.testable or math.isnan(d.diff):
+        return "cannot test"
+    if not d.conclusive:
+        return "inconclusive"
+    if not (d.p_adjusted if corrected else d.p_value) < alpha:
+        return "not significant"
+    return "better" if (d.diff > 0) == d.higher_is_better else "worse"
 
 
 def _significant(d: Difference, num: Callable[[float], str], unit: str, ci: str,
@@ -362,6 +393,6 @@ def _more_seeds(d: Difference, num: Callable[[float], str], unit: str) -> str:
     std = d.pooled_std
     if not std > 0:
         return ""
-    n = 2 * max(d.n_a, d.n_b)
+    n = max(MIN_SEEDS_TO_CONCLUDE, 2 * max(d.n_a, d.n_b))
     half = projected_half_width(std, n, d.confidence)
     return f"; more seeds would narrow the CI to about ±{num(half)}{unit} with {n} seeds each"

@@ -1,7 +1,8 @@
 """Every table tinyvision prints or writes: rows (dicts) + columns -> terminal text, Markdown or CSV.
 
 A column is (key, header, formatter); the formatter turns a row's value into a cell. Alignment is
-one rule for every output: text left, numbers right (see `right_aligned`).
+one rule for every output: text left, numbers right (see `right_aligned`). A table for the terminal
+fits its width by leaving out columns from the right (`fit_columns`): list the essential ones first.
 """
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import csv
 import functools
 import io
 import math
+import shutil
 from typing import Any, Callable, Sequence, Union
 
 Formatter = Callable[[Any], str]
 Column = tuple[str, str, Formatter]  # (key, header, formatter)
+DEFAULT_WIDTH = 100  # characters, when the width of the terminal is unknown or output is not a terminal
 
 
 # -- cells ---------------------------------------------------------------------------------------
@@ -117,6 +120,24 @@ def to_text(rows: Sequence[dict], columns: Sequence[Column], footer: Sequence[di
 
     rule = line(["-" * w for w in widths])
     return "\n".join([line(headers), rule, *map(line, body), *([rule, *map(line, foot)] if foot else [])])
+
+
+def terminal_width() -> int:
+    """Characters per line of the terminal ($COLUMNS, else the terminal's size); DEFAULT_WIDTH when
+    standard output is not a terminal (piped, captured) or the size is unknown."""
+    return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+
+
+def fit_columns(rows: Sequence[dict], columns: Sequence[Column], width: int, keep: int = 1) -> list[Column]:
+    """The longest leading run of `columns` (at least `keep`) whose to_text is at most `width`
+    characters wide: columns are left out from the right, so the least essential go first."""
+    body = [[h for _, h, _ in columns], *cells(rows, columns)]
+    used = -2  # a line is the column widths joined by two spaces
+    for i in range(len(columns)):
+        used += 2 + max(len(r[i]) for r in body)
+        if used > width and i >= keep:
+            return list(columns[:i])
+    return list(columns)
 
 
 def md_escape(text: str) -> str:

@@ -1,5 +1,6 @@
-"""Datasets: the registry and loaders (catalog), file parsers (formats), downloads (fetch), a run
-config's dataset cached per process (cached)."""
+"""Datasets: the registry and load_dataset (catalog), splits and ImageDataset (splits), folder:/npz:
+sources (sources), file parsers (formats, with matfile for SVHN and images for image files),
+downloads (fetch), a run config's dataset cached per process (cached)."""
 from __future__ import annotations
 
 from .catalog import (DATASETS, DatasetInfo, ImageDataset, Split, dataset_info, dataset_status,

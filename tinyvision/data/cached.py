@@ -6,7 +6,8 @@ import functools
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..config import RunConfig
-from .catalog import ImageDataset, Split, load_dataset
+from .catalog import load_dataset
+from .splits import ImageDataset, Split
 
 if TYPE_CHECKING:  # the loader imports torch: `tinyvision datasets` runs without it
     from .loader import Normalization

@@ -1,60 +1,30 @@
 """The dataset registry (one DatasetInfo entry per dataset) and load_dataset: files -> tensors.
 
-Also the prefix sources `folder:PATH` and `npz:PATH`, and the validation carve shared by all.
-A folder dataset says what it found (folder_summary) on the `tinyvision.data.catalog` logger:
-INFO for the summary, WARNING for files left out. The CLI shows both on stderr; from Python only
-warnings show (logging's default), unless you configure logging.
+load_dataset also reads the prefix sources `folder:PATH` and `npz:PATH` (sources.py) and makes the
+splits (splits.py). A folder dataset says what it found (folder_summary) on the
+`tinyvision.data.catalog` logger: INFO for the summary, WARNING for files left out. The CLI shows
+both on stderr; from Python only warnings show (logging's default), unless you configure logging.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, DataError, UnknownNameError
 from ..registry import Registry
 from .fetch import RemoteFile, data_root, ensure_files, find_file
-from .formats import (IMAGE_SUFFIXES, FolderImages, listing, load_image_folder, npz_splits, read_cifar10_tar,
-                      read_idx, read_npz, read_svhn_mat)
+from .formats import IMAGE_SUFFIXES, FolderImages, listing, read_cifar10_tar, read_idx, read_svhn_mat
+from .sources import FOLDER_CHANNELS, FOLDER_IMAGE_SIZE, PREFIXES, folder_summary, load_prefixed
+from .splits import HOLDOUT_SEED, Arrays, ImageDataset, Split, carve, check_val_size, make_split, val_count
 
-Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (x (N,C,H,W), y (N,) int64)
-if TYPE_CHECKING:  # torch is imported where splits are made: `tinyvision datasets` runs without it
-    import torch
-
-_HOLDOUT_SEED = 0  # folder:/npz: test hold-out is the same for every run seed, like a published split
-_PREFIXES = ("folder:", "npz:")
-FOLDER_IMAGE_SIZE, FOLDER_CHANNELS = 32, 3  # folder: defaults when image_size / channels are None
+__all__ = ["DATASETS", "FOLDER_CHANNELS", "FOLDER_IMAGE_SIZE", "Arrays", "DatasetInfo", "ImageDataset", "Split",
+           "dataset_info", "dataset_status", "folder_summary", "list_datasets", "load_dataset"]
+_HOLDOUT_SEED, _carve = HOLDOUT_SEED, carve  # the names mistakes.py imports from here (the loader's own split)
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: tensors have no truth value to compare with
-class Split:
-    images: torch.Tensor  # (N,C,H,W) uint8 where the source is uint8, else float32; CPU
-    labels: torch.Tensor  # (N,) int64
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-@dataclass(frozen=True, eq=False)
-class ImageDataset:
-    name: str
-    classes: tuple[str, ...]
-    train: Split
-    val: Split
-    test: Split
-    pixel_max: float = 255.0  # the value of a white pixel in the source (Digits: 16)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])  # (C,H,W)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 @dataclass(frozen=True)
@@ -74,11 +44,18 @@ class DatasetInfo:
     optional_files: Mapping[str, str] = field(default_factory=dict)  # file name -> option needing it
     shuffle_val: bool = True  # False: validation is the last rows of train (a fixed split)
     pixel_max: float = 255.0  # the value of a white pixel (image files are scaled to it)
+    folder: str = ""  # the data root's sub-folder holding the files; "" = the name (svhn+extra: svhn's)
 
     def files_for(self, options: Mapping[str, Any]) -> tuple[RemoteFile, ...]:
         """The files these options need (optional ones only when their option is on)."""
         return tuple(f for f in self.files
                      if f.name not in self.optional_files or options[self.optional_files[f.name]])
+
+    @property
+    def files_folder(self) -> str:
+        """The sub-folder of the data root where its files are (shared by entries that share files)."""
+        return self.folder or self.name
+
 
 
 DATASETS = Registry[DatasetInfo]("dataset")
@@ -117,6 +94,10 @@ def _load_svhn(paths: Mapping[str, Path], options: Mapping[str, Any]) -> Arrays:
         extra = read_svhn_mat(paths["extra_32x32.mat"])
         train = (np.concatenate([train[0], extra[0]]), np.concatenate([train[1], extra[1]]))
     return {"train": train, "test": read_svhn_mat(paths["test_32x32.mat"])}
+
+
+def _load_svhn_extra(paths: Mapping[str, Path], options: Mapping[str, Any]) -> Arrays:
+    return _load_svhn(paths, {"svhn_extra": True})
 
 
 def _load_cifar10(paths: Mapping[str, Path], options: Mapping[str, Any]) -> Arrays:
@@ -172,17 +153,25 @@ _register(DatasetInfo(
     default_val=5000, load=_load_idx, source="Zalando Research (MIT)"))
 
 _SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+_SVHN_FILES = tuple(RemoteFile(n, (_SVHN_URL + n,), md5) for n, md5 in (  # md5s as torchvision's SVHN lists them
+    ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+    ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
+    ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7")))
+_SVHN_SIZES = {"train": 73257, "test": 26032, "extra": 531131}
+_SVHN_SOURCE = "Netzer et al. 2011, Stanford (non-commercial use)"
 _register(DatasetInfo(
     name="svhn", description="Street View House Numbers, cropped digits, 32x32 RGB",
-    input_shape=(3, 32, 32), classes=_DIGITS,
-    sizes={"train": 73257, "test": 26032, "extra": 531131},
-    files=tuple(RemoteFile(n, (_SVHN_URL + n,), md5) for n, md5 in (
-        ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
-        ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
-        ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"))),
+    input_shape=(3, 32, 32), classes=_DIGITS, sizes=_SVHN_SIZES, files=_SVHN_FILES,
     default_val=0.1, load=_load_svhn, options={"svhn_extra": False},
-    optional_files={"extra_32x32.mat": "svhn_extra"},
-    source="Netzer et al. 2011, Stanford (non-commercial use)"))
+    optional_files={"extra_32x32.mat": "svhn_extra"}, source=_SVHN_SOURCE))
+
+# train + extra as the training split (validation: 10% of both, as svhn); its files are svhn's, in
+# svhn's folder, so the two entries never download the same file twice
+_register(DatasetInfo(
+    name="svhn+extra", description="SVHN, its 531,131 extra digits added to train, 32x32 RGB (1.9 GB of pixels)",
+    input_shape=(3, 32, 32), classes=_DIGITS, files=_SVHN_FILES, folder="svhn",
+    sizes={"train": _SVHN_SIZES["train"] + _SVHN_SIZES["extra"], "test": _SVHN_SIZES["test"]},
+    default_val=0.1, load=_load_svhn_extra, source=_SVHN_SOURCE))
 
 _register(DatasetInfo(
     name="cifar10", description="CIFAR-10 tiny images, 32x32 RGB",
@@ -211,17 +200,17 @@ def dataset_info(name: str) -> DatasetInfo:
 def dataset_status(name: str, data_dir: str | Path | None = None) -> dict[str, Any]:
     """One row for `tinyvision datasets`: shape, split sizes (default validation), and per file
     where it belongs and whether it is there (existence only, no hashing)."""
-    if name.startswith(_PREFIXES):
+    if name.startswith(PREFIXES):
         path = Path(name.split(":", 1)[1]).expanduser()
         files = [{"name": path.name, "path": str(path), "present": path.exists(), "optional": False}]
         return {"name": name, "root": str(path), "sizes": {}, "files": files,
                 "present": "yes" if path.exists() else "no", "ready": path.exists()}
     info = dataset_info(name)
-    folder = data_root(data_dir) / name
+    folder = data_root(data_dir) / info.files_folder
     files = [_file_status(folder, f, f.name in info.optional_files) for f in info.files]
     required = [f for f in files if not f["optional"]]
     have = sum(f["present"] for f in required)
-    val = _val_count(info.default_val, info.sizes["train"])
+    val = val_count(info.default_val, info.sizes["train"])
     return {"name": name, "input_shape": "x".join(map(str, info.input_shape)),
             "classes": len(info.classes), "train": info.sizes["train"] - val, "val": val,
             "test": info.sizes["test"], "sizes": dict(info.sizes), "root": str(folder),
@@ -242,7 +231,8 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
     """Train/val/test splits of a registered dataset, `folder:PATH` or `npz:PATH`.
 
     val_size (count or fraction of train; None = the dataset's default) is carved from train by a
-    permutation seeded with `seed`; options are per-dataset switches such as {"svhn_extra": True}.
+    permutation seeded with `seed`; options are per-dataset switches such as {"svhn_extra": True}
+    (from a run config, the same is the dataset `svhn+extra`).
 
     folder:PATH reads PATH/<class>/<image> (or PATH/train/<class>/... and PATH/test/<class>/...):
     every image is resized (bilinear) to image_size x image_size, default 32, and converted to
@@ -253,14 +243,14 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
     skip_bad_images (then they are left out with a warning naming them). What was found (classes,
     images per class, split sizes, input shape, resizing) is logged at INFO (folder_summary).
     """
-    _check_val_size(val_size)
+    check_val_size(val_size)
     if skip_bad_images and not name.startswith("folder:"):
         raise ConfigError(f"skip_bad_images applies only to folder: datasets, not {name}")
     found: list[FolderImages] = []  # what a folder: dataset read, for its summary
-    if name.startswith(_PREFIXES):
+    if name.startswith(PREFIXES):
         if options:
             raise ConfigError(f"options {sorted(options)} do not apply to {name}")
-        arrays, classes = _load_prefixed(name, image_size, channels, skip_bad_images, found)
+        arrays, classes = load_prefixed(name, image_size, channels, skip_bad_images, found)
         default_val, shuffle, pixel_max = 0.1, True, 255.0
     else:
         info = _lookup(name)
@@ -268,41 +258,19 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None,
             if value is not None:
                 raise ConfigError(f"{key} applies only to folder: datasets, not {name}")
         opts = _resolve_options(info, options)
-        paths = ensure_files(name, info.files_for(opts), data_root(data_dir), download=download)
+        paths = ensure_files(name, info.files_for(opts), data_root(data_dir), download=download,
+                             subfolder=info.files_folder)
         arrays, classes = info.load(paths, opts), info.classes
         _check_arrays(name, arrays, info.input_shape, len(classes))
         default_val, shuffle, pixel_max = info.default_val, info.shuffle_val, info.pixel_max
     train_x, train_y = arrays["train"]
-    count = _val_count(default_val if val_size is None else val_size, len(train_y))
-    val_idx, train_idx = _carve(len(train_y), count, seed, shuffle)
-    data = ImageDataset(name, tuple(classes), _split(train_x, train_y, train_idx),
-                        _split(train_x, train_y, val_idx), _split(*arrays["test"], None), pixel_max)
+    count = val_count(default_val if val_size is None else val_size, len(train_y))
+    val_idx, train_idx = carve(len(train_y), count, seed, shuffle)
+    data = ImageDataset(name, tuple(classes), make_split(train_x, train_y, train_idx),
+                        make_split(train_x, train_y, val_idx), make_split(*arrays["test"], None), pixel_max)
     if found:
         _log_folder(data, found, image_size, channels)
     return data
-
-
-def folder_summary(data: ImageDataset, found: list[FolderImages], image_size: int | None = None,
-                   channels: int | None = None) -> str:
-    """One line on a folder: dataset: classes with images per class, split sizes, the input shape
-    and how many images were resized / converted (and whether size and channels were defaults)."""
-    counts: dict[str, int] = {}
-    for part in found:
-        for cls, n in part.counts.items():
-            counts[cls] = counts.get(cls, 0) + n
-    per_class = listing([f"{c} {n}" for c, n in counts.items()], shown=10)
-    held_out = "" if len(found) > 1 else " (test: 20% held out)"
-    c, h, w = data.input_shape
-    total = sum(counts.values())
-    resized, converted = sum(p.resized for p in found), sum(p.converted for p in found)
-    mode = "grayscale" if c == 1 else "RGB"
-    done = [f"{resized} of {total} images resized to {h}x{w}" if resized else f"all {h}x{w} already",
-            f"{converted} converted to {mode}" if converted else f"all {mode} already"]
-    unset = [k for k, v in (("image_size", image_size), ("channels", channels)) if v is None]
-    how = f"defaults; set {'/'.join(unset)} to change" if unset else "as configured"
-    return (f"{data.name}: {len(data.classes)} classes ({per_class} images); train {len(data.train)} / "
-            f"val {len(data.val)} / test {len(data.test)}{held_out}; input {c}x{h}x{w}: "
-            f"{', '.join(done)} ({how})")
 
 
 def _log_folder(data: ImageDataset, found: list[FolderImages], image_size: int | None,
@@ -349,103 +317,3 @@ def _check_arrays(name: str, arrays: Arrays, shape: tuple[int, ...], num_classes
             raise DataError(f"{name} {split}: expected labels 0..{num_classes - 1}, "
                             f"found {y.min()}..{y.max()}")
 
-
-# ------------------------------------------------------------------------------- splits
-
-
-def _check_val_size(val_size: int | float | None) -> None:
-    if val_size is None:
-        return
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
-        raise ConfigError(f"val_size must be a count or a fraction in (0, 1), got {val_size!r}")
-    if isinstance(val_size, float) and not 0.0 < val_size < 1.0:
-        raise ConfigError(f"val_size as a fraction must be in (0, 1), got {val_size}")
-    if isinstance(val_size, int) and val_size < 0:
-        raise ConfigError(f"val_size as a count must be >= 0 (0: no validation split), got {val_size}")
-
-
-def _val_count(val_size: int | float, n: int) -> int:
-    count = val_size if isinstance(val_size, int) else max(1, round(val_size * n))
-    if count >= n:
-        raise ConfigError(f"val_size {val_size} leaves no training rows: the train split has {n}")
-    return count
-
-
-def _carve(n: int, count: int, seed: int, shuffle: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(val indices, train indices): disjoint, each in ascending order, together all of range(n)."""
-    if not shuffle:  # fixed split: validation is the last `count` rows
-        return np.arange(n - count, n), np.arange(n - count)
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[:count]), np.sort(perm[count:])
-
-
-def _split(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None) -> Split:
-    if idx is not None:
-        x, y = x[idx], y[idx]  # fancy indexing copies: the splits share no memory
-    x = x if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
-    x, y = np.require(x, requirements=("C", "W")), np.require(y, np.int64, ("C", "W"))
-    import torch
-
-    return Split(torch.from_numpy(x), torch.from_numpy(y))
-
-
-# ------------------------------------------------------------------------------- prefix sources
-
-
-def _load_prefixed(name: str, image_size: int | None, channels: int | None, skip_bad: bool,
-                   found: list[FolderImages]) -> tuple[Arrays, tuple[str, ...]]:
-    kind, _, raw = name.partition(":")
-    path = Path(raw).expanduser()
-    if not raw:
-        raise ConfigError(f"dataset {name!r}: expected {kind}:PATH")
-    if kind == "folder":
-        return _load_folder(path, image_size or FOLDER_IMAGE_SIZE, channels or FOLDER_CHANNELS, skip_bad, found)
-    for key, value in (("image_size", image_size), ("channels", channels)):
-        if value is not None:
-            raise ConfigError(f"{key} applies only to folder: datasets, not {name}")
-    return _load_npz(path)
-
-
-def _load_folder(path: Path, size: int, channels: int, skip_bad: bool,
-                 found: list[FolderImages]) -> tuple[Arrays, tuple[str, ...]]:
-    """PATH/train and PATH/test class folders, or PATH's class folders with 20% held out; what
-    each read is appended to `found`."""
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        train = load_image_folder(path / "train", size=size, channels=channels, skip_bad=skip_bad)
-        test = load_image_folder(path / "test", size=size, channels=channels, skip_bad=skip_bad)
-        if test.classes != train.classes:
-            raise DataError(f"{path / 'test'}: expected the class folders of train {list(train.classes)}, "
-                            f"found {list(test.classes)}")
-        for part, sub in ((train, "train/"), (test, "test/")):  # names relative to PATH
-            part.ignored = [sub + n for n in part.ignored]
-            part.bad_images = [(sub + n, why) for n, why in part.bad_images]
-            part.empty_classes = [sub + c for c in part.empty_classes]
-            part.unreadable_classes = [sub + c for c in part.unreadable_classes]
-        found += [train, test]
-        return {"train": (train.x, train.y), "test": (test.x, test.y)}, train.classes
-    images = load_image_folder(path, size=size, channels=channels, skip_bad=skip_bad)
-    found.append(images)
-    return _hold_out(images.x, images.y, path), images.classes
-
-
-def _load_npz(path: Path) -> tuple[Arrays, tuple[str, ...]]:
-    if npz_splits(path):
-        arrays = {s: read_npz(path, split=s) for s in ("train", "test")}
-        (x, y), (tx, ty) = arrays["train"], arrays["test"]
-        if x.shape[1:] != tx.shape[1:]:
-            raise DataError(f"{path}: x_train images {x.shape[1:]} but x_test {tx.shape[1:]}")
-        if x.dtype != tx.dtype:  # one uint8, one float: keep both as float32
-            arrays = {s: (a.astype(np.float32), b) for s, (a, b) in arrays.items()}
-    else:
-        arrays = _hold_out(*read_npz(path), path)
-    num_classes = max(int(y.max()) + 1 if len(y) else 0 for _, y in arrays.values())
-    return arrays, tuple(str(c) for c in range(num_classes))
-
-
-def _hold_out(x: np.ndarray, y: np.ndarray, path: Path) -> Arrays:
-    """20% of the rows as a test split, the same for every run seed."""
-    if len(y) < 3:
-        raise DataError(f"{path}: expected at least 3 images to split into train/val/test, "
-                        f"found {len(y)}")
-    test_idx, train_idx = _carve(len(y), max(1, round(0.2 * len(y))), _HOLDOUT_SEED, True)
-    return {"train": (x[train_idx], y[train_idx]), "test": (x[test_idx], y[test_idx])}

@@ -67,9 +67,11 @@ def find_file(folder: Path, remote: RemoteFile) -> Path | None:
 
 
 def ensure_files(dataset: str, files: Sequence[RemoteFile], root: Path, *,
-                 download: bool = True) -> dict[str, Path]:
-    """{file name: local path} for every file, verified; downloads the missing ones if allowed."""
-    folder = Path(root) / dataset
+                 download: bool = True, subfolder: str | None = None) -> dict[str, Path]:
+    """{file name: local path} for every file, verified; downloads the missing ones if allowed.
+
+    The files live in root/subfolder (default root/dataset): entries sharing files share a folder."""
+    folder = Path(root) / (subfolder or dataset)
     found: dict[str, Path] = {}
     missing: list[RemoteFile] = []
     for remote in files:

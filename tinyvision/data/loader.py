@@ -16,7 +16,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .augment import augment_batch
-from .catalog import Split
+from .splits import Split
 
 _MIX = 1_000_003  # spreads (seed, epoch, step) over distinct generator seeds
 PRENORMALISE_MAX_BYTES = 1 << 30  # a float32 copy of a split up to this size is made once (MNIST: 172 MB)

@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..checkpoint import atomic_write
 from ..config import RunConfig
-from .._fused import FusedStep
-from ..runtime import autocast, autocast_dtype
+from ..files import atomic_write
 from ..tables import to_csv
 
 
@@ -27,26 +24,22 @@ def _batches(loader):
 
 
 def lr_find(cfg: RunConfig, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int = 200,
-            diverge: float = 4.0, beta: float = 0.98) -> dict[str, Any]:
-    """Returns {"rows": [{step, lr, loss, smoothed_loss}], "suggested_lr", "min_loss_lr", "stopped"}."""
-    from ..pipeline import build  # experiments sit above the pipeline
+            diverge: float = 4.0, beta: float = 0.98, model: Any = None, loss: Any = None) -> dict[str, Any]:
+    """Returns {"rows": [{step, lr, loss, smoothed_loss}], "suggested_lr", "min_loss_lr", "stopped"}.
+    Each step is a training step of the run (its loss, optimiser and precision); model and loss as
+    pipeline.train_runs takes them."""
+    from ..pipeline import prepare  # experiments sit above the pipeline
 
-    setup = build(cfg.model_copy(update={"schedule": "none", "lr": min_lr}))
-    model, optimizer = setup.state.model, setup.state.optimizer
-    model.train()
+    trainee, _ = prepare([cfg.model_copy(update={"schedule": "none", "lr": min_lr})], model, loss)
+    groups = trainee.optimizer.param_groups
     rows, avg, best, stopped = [], 0.0, math.inf, "max_lr"
-    dtype = autocast_dtype(cfg.precision, setup.device, model)
-    step_optimizer = FusedStep(optimizer)  # as in training: optimizer.step(), bit for bit
-    for step, (x, y) in zip(range(steps), _batches(setup.train_loader)):
+    trainee.model.train()
+    for step, (x, y) in zip(range(steps), _batches(trainee.loader)):
         lr = min_lr * (max_lr / min_lr) ** (step / max(1, steps - 1))
-        for group in optimizer.param_groups:
+        for group in groups:
             group["lr"] = lr
-        with autocast(setup.device, dtype):
-            loss = F.cross_entropy(model(x).float(), y)
-        step_optimizer.zero_grad()
-        loss.backward()
-        step_optimizer()
-        value = float(loss.detach())  # one sync per step is fine here: a few hundred steps in all
+        nll, _, _ = trainee.train_step(x, y, [True])
+        value = float(nll.detach())  # one sync per step is fine here: a few hundred steps in all
         if not math.isfinite(value):
             stopped = "nan"
             break

@@ -1,19 +1,20 @@
 """The one process pool of experiments (--jobs) and tuning workers.
 
 Workers are spawned (fresh interpreters: no forked torch or CUDA state) and keep SIGTERM fatal
-(runtime.leave_sigterm_fatal: the pool SIGTERMs the others when one dies). A Ctrl-C reaches the
-workers too, whose runs stop at their next step with a checkpoint; the parent then hands out
-nothing more, and a call already queued to a worker can see `interrupted()` and not start.
+(stopping.leave_sigterm_fatal: the pool SIGTERMs the others when one dies). A stop request in the
+parent (Ctrl-C, SIGTERM) is passed to the workers as an Event: their runs stop at their next step
+with a checkpoint (their StopRequest reads `interrupted()`), a call already queued to a worker
+sees it and does not start, and the parent hands out nothing more.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
+
+from ..stopping import StopRequest, stop_on_signals
 
 _stop: Any = None  # in worker processes: an Event set when the parent is interrupted
 _index: Optional[int] = None  # in worker processes: 0, 1, ... in the order the workers started
@@ -21,7 +22,7 @@ _index: Optional[int] = None  # in worker processes: 0, 1, ... in the order the 
 
 def _init_worker(stop: Any, counter: Any) -> None:
     """In each worker process: the interrupt Event, its index (which GPU it takes), SIGTERM fatal."""
-    from ..runtime import leave_sigterm_fatal
+    from ..stopping import leave_sigterm_fatal
 
     global _stop, _index
     _stop = stop
@@ -52,22 +53,6 @@ def threads_per_worker(workers: int) -> int:
     return max(1, cores // workers)
 
 
-@contextlib.contextmanager
-def _ctrl_c_raises() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt here even where it was inherited as ignored (a background job
-    of a script): the workers' runs always stop on it (runtime.graceful_stop installs its handler),
-    so the parent must always stop handing out work too."""
-    try:
-        old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread: no signals here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
 def _end_if_one_died(pool: ProcessPoolExecutor) -> None:
     """Every call has returned: if a worker died meanwhile (killed while idle, it may hold the call
     queue's lock), end the others now, or the pool's shutdown would wait on them for ever."""
@@ -78,28 +63,35 @@ def _end_if_one_died(pool: ProcessPoolExecutor) -> None:
 
 
 def run_in_processes(fn: Callable[..., Any], calls: Sequence[tuple], workers: int,
-                     on_result: Callable[[int, Any], None]) -> list[int]:
+                     on_result: Callable[[int, Any], None], stop: Optional[StopRequest] = None) -> list[int]:
     """fn(*calls[i]) in at most `workers` spawned processes; on_result(i, result) as each returns.
     Returns the indices lost with a worker that died (the pool then fails every call not yet done;
-    what they wrote is whole, by atomic writes)."""
+    what they wrote is whole, by atomic writes). A stop request (`stop`: Ctrl-C or SIGTERM here)
+    reaches the workers' runs (they stop at their next step with a checkpoint); calls not yet
+    started never start and get no result."""
     if not calls:
         return []
     lost, context = [], get_context("spawn")
-    stop, counter = context.Event(), context.Value("i", 0)
-    with _ctrl_c_raises(), ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=context,
-                                               initializer=_init_worker, initargs=(stop, counter)) as pool:
+    event, counter = context.Event(), context.Value("i", 0)
+    with stop_on_signals(stop) as stop, ProcessPoolExecutor(
+            max_workers=min(workers, len(calls)), mp_context=context, initializer=_init_worker,
+            initargs=(event, counter)) as pool:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
-        try:
-            for future in as_completed(futures):
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future.cancelled():
+                    continue
                 try:
                     result = future.result()
                 except BrokenProcessPool:
                     lost.append(futures[future])
                     continue
                 on_result(futures[future], result)
-            _end_if_one_died(pool)
-        except KeyboardInterrupt:  # the workers got the Ctrl-C too and stop at their next step
-            stop.set()  # calls already handed to a worker's queue return without starting
-            pool.shutdown(cancel_futures=True)  # the rest are never handed out
-            raise
+            if stop.requested and not event.is_set():
+                event.set()  # calls already in a worker's queue return without starting; running runs stop
+                for future in pending:
+                    future.cancel()  # the rest are never handed out
+        _end_if_one_died(pool)
     return sorted(lost)

@@ -1,35 +1,50 @@
 """Aggregate an experiment's runs: one row per point with n, mean, std and a 95% confidence interval
 of each metric over its seeds; and, where one thing varies, each point against a reference point:
-the difference with its CI, Welch's p-value (Holm-corrected over the pairs) and a verdict sentence.
+the difference with its CI, Welch's p-value (Holm-corrected over the pairs) and a verdict.
+
+Tables: results.csv (raw values) and results.md hold every column; the table printed on the
+terminal holds the essential ones (`table_columns` lists them first) and leaves out columns from
+the right until it fits the terminal's width (tables.fit_columns), unless `wide`.
 """
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import runs
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from ..errors import ConfigError
-from ..stats import Difference, compare, holm, summarize, verdict
-from ..tables import Column, label, mean_pm, num, pct, plain, secs, to_csv, to_markdown, to_text
+from ..stats import KINDS, MIN_SEEDS_TO_CONCLUDE, Difference, compare, format_p, holm, outcome, summarize, verdict
+from ..tables import (Column, fit_columns, label, mean_pm, num, pct, plain, secs, terminal_width, to_csv,
+                      to_markdown, to_text)
+
+
+def has_validation(result: dict[str, Any]) -> bool:
+    """Whether a run had a validation split: with val_size=0 it validated on the test set, and its
+    best_val numbers are test numbers (no validation column may show them)."""
+    return result.get("validation") != runs.TEST_AS_VALIDATION
+
 
 METRICS: dict[str, Callable[[dict], Any]] = {  # column -> how to read it from a result
-    "val_loss": lambda r: (r.get("best_val") or {}).get("loss"),
-    "val_accuracy": lambda r: (r.get("best_val") or {}).get("accuracy"),
+    "val_loss": lambda r: (r.get("best_val") or {}).get("loss") if has_validation(r) else None,
+    "val_accuracy": lambda r: (r.get("best_val") or {}).get("accuracy") if has_validation(r) else None,
     "test_loss": lambda r: (r.get("test") or {}).get("loss"),
     "test_accuracy": lambda r: (r.get("test") or {}).get("accuracy"),
     "best_epoch": lambda r: r.get("best_epoch"),
     "seconds": lambda r: r.get("total_seconds"),
 }
+KIND = {"val_accuracy": "proportion", "test_accuracy": "proportion"}  # stats.summarize's kind; else nonnegative
 STATS = ("n", "mean", "std", "ci_low", "ci_high")  # per metric, in results.csv
+VAL_METRICS = ("val_loss", "val_accuracy")
 # the differences a verdict is given for: metric -> (words, higher is better, scale, unit)
 VERDICT_METRICS = {"test_accuracy": ("test accuracy", True, 100.0, " points"),
                    "test_loss": ("test loss", False, 1.0, "")}
-_FIXED = {"point", "label", "runs", "completed", "params", "macs"} | {
-    f"{m}_{s}" for m in METRICS for s in (*STATS, "pair", "ci")}
+_FIXED = {"point", "label", "runs", "completed", "params", "macs"} | {f"{m}_{s}" for m in METRICS for s in STATS}
+_DERIVED = ("_", "diff_", "p_", "verdict_", "outcome_")  # prefixes of keys that are not varied fields
 
 
 def _number(value: float) -> Optional[float]:
@@ -43,10 +58,11 @@ def point_row(point: dict[str, Any], results: list[dict[str, Any]]) -> dict[str,
     row: dict[str, Any] = {"point": point["id"], "label": point["label"], **point["values"],
                            "runs": len(results), "completed": len(done),
                            "params": done[0]["params"] if done else None,
-                           "macs": done[0]["macs"] if done else None, "_values": {}}
+                           "macs": done[0]["macs"] if done else None, "_values": {},
+                           "_test_as_validation": any(not has_validation(r) for r in done)}
     for name, read in METRICS.items():
         values = [v for r in done if (v := read(r)) is not None]
-        summary = summarize(values)
+        summary = summarize(values, kind=KIND.get(name, "nonnegative"))
         row["_values"][name] = values
         row.update({f"{name}_n": summary.n, f"{name}_mean": _number(summary.mean),
                     f"{name}_std": _number(summary.std), f"{name}_ci_low": _number(summary.ci_low),
@@ -67,8 +83,12 @@ def collect(exp_dir: str | Path) -> list[dict[str, Any]]:
 
 def axes_of(rows: list[dict[str, Any]]) -> list[str]:
     """The varied fields (the row keys that are not statistics)."""
-    return [k for k in rows[0] if k not in _FIXED and not k.startswith(("_", "diff_", "p_", "verdict_"))] \
-        if rows else []
+    return [k for k in rows[0] if k not in _FIXED and not k.startswith(_DERIVED)] if rows else []
+
+
+def has_validation_data(rows: list[dict[str, Any]]) -> bool:
+    """Whether any point has a validation number: else the tables carry no validation columns."""
+    return any(row.get(f"{m}_n") for row in rows for m in VAL_METRICS)
 
 
 # -- differences from a reference point ---------------------------------------------------------
@@ -80,19 +100,23 @@ class Comparisons:
     reference: str
     differences: dict[str, list[Difference]]  # metric -> one per other point, in row order
 
+    @property
+    def corrected(self) -> bool:
+        """Whether the p-values are Holm-corrected (more than one pair)."""
+        return len(next(iter(self.differences.values()), [])) > 1
+
     def sentences(self) -> list[str]:
-        corrected = len(next(iter(self.differences.values()), [])) > 1
         out = []
         for metric, diffs in self.differences.items():
             _, _, scale, unit = VERDICT_METRICS[metric]
-            out += [verdict(d, scale=scale, unit=unit, corrected=corrected) for d in diffs]
+            out += [verdict(d, scale=scale, unit=unit, corrected=self.corrected) for d in diffs]
         return out
 
     def heading(self) -> str:
         pairs = len(next(iter(self.differences.values()), []))
-        how = "p-values Holm-corrected over the {} pairs".format(pairs) if pairs > 1 else "one pair, no correction needed"
+        how = f"p-values Holm-corrected over the {pairs} pairs" if pairs > 1 else "one pair, no correction needed"
         return (f"Differences from {self.reference} (difference of means, 95% CI, Welch's t-test; {how}; "
-                "at p < 0.05):")
+                f"at p < 0.05; inconclusive below {MIN_SEEDS_TO_CONCLUDE} seeds each):")
 
 
 def compare_points(rows: list[dict[str, Any]], baseline: Optional[str] = None) -> Optional[Comparisons]:
@@ -131,61 +155,139 @@ def _add_difference_columns(rows: list[dict[str, Any]], comparisons: Comparisons
     for metric, diffs in comparisons.differences.items():
         _, _, scale, unit = VERDICT_METRICS[metric]
         by_name = {d.name_a: d for d in diffs}
+        corrected = comparisons.corrected
         for row in rows:
             d = by_name.get(point_name(row))
+            mark = "reference" if point_name(row) == comparisons.reference else ""
             row.update({f"diff_{metric}": _number(d.diff) if d else None,
                         f"diff_{metric}_ci_low": _number(d.ci_low) if d else None,
                         f"diff_{metric}_ci_high": _number(d.ci_high) if d else None,
                         f"p_{metric}": _number(d.p_value) if d else None,
                         f"p_holm_{metric}": _number(d.p_adjusted) if d else None,
-                        f"verdict_{metric}": verdict(d, scale=scale, unit=unit, corrected=len(diffs) > 1)
-                        if d else ("reference" if point_name(row) == comparisons.reference else "")})
+                        f"verdict_{metric}": verdict(d, scale=scale, unit=unit, corrected=corrected) if d else mark,
+                        f"outcome_{metric}": outcome(d, corrected=corrected) if d else mark})
 
 
 # -- tables ------------------------------------------------------------------------------------
 
-def _ci(fmt: Callable[[Any], str]) -> Callable[[Any], str]:
-    def show(pair: tuple[Any, Any]) -> str:
-        low, high = pair
-        return "-" if low is None or high is None else f"{fmt(low)} to {fmt(high)}"
+def _mean_ci(fmt: Callable[[Any], str]) -> Callable[[Any], str]:
+    """(mean, low, high) -> "90.16% [88.84, 91.47]"; the mean alone without a CI (one seed)."""
+    def show(triple: tuple[Any, Any, Any]) -> str:
+        mean, low, high = triple
+        if mean is None:
+            return "-"
+        return fmt(mean) if low is None else f"{fmt(mean)} [{fmt(low).rstrip('%')}, {fmt(high).rstrip('%')}]"
     return show
 
 
+def _points(triple: tuple[Any, Any, Any]) -> str:
+    """(diff, low, high) of accuracies -> "+1.7 [0.2, 3.3]", in percentage points."""
+    diff, low, high = triple
+    if diff is None:
+        return "-"
+    return f"{100 * diff:+.1f}" if low is None else f"{100 * diff:+.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _p(p: Any) -> str:
+    return "-" if p is None else format_p(p).removeprefix("p = ").replace("p < ", "<")
+
+
 def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
-    """Columns for the printed/Markdown table: mean ± std of each metric, n, and the 95% CI of
-    the test metrics; adds the (mean, std) and (low, high) pair keys to the rows."""
+    """Every column of the experiment table, the essential first (the terminal table keeps a
+    leading run of them): point, test accuracy mean [95% CI], and where one field varies the
+    difference from the reference, its p and the verdict; then runs (n), params, seconds, test
+    loss, validation (only where there is validation data), mean ± std, best epoch, MACs. Adds the
+    display tuples ("_"-prefixed keys, never written to results.csv) to the rows."""
     axes = axes_of(rows)
     name: Column = (axes[0], axes[0], label) if len(axes) == 1 else ("label", "point", label)
-    columns: list[Column] = [name, ("completed", "runs", plain), ("params", "params", num), ("macs", "MACs", num)]
-    for key, header, fmt in [("val_loss", "val loss", num), ("val_accuracy", "val acc", pct),
-                             ("test_loss", "test loss", num), ("test_accuracy", "test acc", pct),
-                             ("best_epoch", "best epoch", lambda v: f"{v:.1f}"), ("seconds", "seconds", secs)]:
-        columns.append((f"{key}_pair", f"{header} (mean ± std)" if key == "test_accuracy" else header,
-                        mean_pm(fmt)))
-        if key in VERDICT_METRICS:
-            columns.append((f"{key}_ci", f"{header} 95% CI", _ci(fmt)))
+    columns: list[Column] = [name, ("_acc", "test acc 95% CI", _mean_ci(pct))]
+    if any("diff_test_accuracy" in row for row in rows):  # one varied field: compare_points' columns
+        columns += [("_diff", "diff (points)", _points), ("_p", "p (Holm)" if len(rows) > 2 else "p", _p),
+                    ("outcome_test_accuracy", "verdict", plain)]
+    columns += [("completed", "runs", plain), ("params", "params", num), ("_seconds", "seconds", mean_pm(secs)),
+                ("_loss", "test loss 95% CI", _mean_ci(num))]
+    if has_validation_data(rows):
+        columns += [("_val_acc", "val acc", mean_pm(pct)), ("_val_loss", "val loss", mean_pm(num))]
+    columns += [("_acc_pm", "test acc (mean ± std)", mean_pm(pct)),
+                ("_loss_pm", "test loss (mean ± std)", mean_pm(num)),
+                ("_epoch", "best epoch", mean_pm(lambda v: f"{v:.1f}")), ("macs", "MACs", num)]
     for row in rows:
-        for key in METRICS:
-            row[f"{key}_pair"] = (row[f"{key}_mean"], row[f"{key}_std"])
-            row[f"{key}_ci"] = (row[f"{key}_ci_low"], row[f"{key}_ci_high"])
+        pair = {m: (row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS}
+        row.update({"_acc": _triple(row, "test_accuracy"), "_loss": _triple(row, "test_loss"),
+                    "_diff": _triple(row, "diff_test_accuracy", ""), "_p": row.get("p_holm_test_accuracy"),
+                    "_seconds": pair["seconds"], "_val_acc": pair["val_accuracy"], "_val_loss": pair["val_loss"],
+                    "_acc_pm": pair["test_accuracy"], "_loss_pm": pair["test_loss"], "_epoch": pair["best_epoch"]})
     return columns
 
 
+def _triple(row: dict[str, Any], key: str, mean: str = "_mean") -> tuple[Any, Any, Any]:
+    return row.get(f"{key}{mean}"), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+
+
 def csv_keys(rows: list[dict[str, Any]]) -> list[str]:
-    return [k for k in rows[0] if not k.startswith("_") and not k.endswith(("_pair", "_ci"))] if rows else []
+    """results.csv's columns: every row key but the display ones, validation only where there is some."""
+    val = has_validation_data(rows)
+    return [k for k in rows[0] if not k.startswith("_") and (val or not k.startswith(VAL_METRICS))] if rows else []
 
 
-def write_tables(exp_dir: str | Path, rows: list[dict[str, Any]], baseline: Optional[str] = None) -> str:
-    """Write results.csv and results.md (table, then the verdicts); return the same as text."""
-    exp_dir = Path(exp_dir)
+def notes(rows: list[dict[str, Any]], comparisons: Optional[Comparisons]) -> list[str]:
+    """What the table's cells mean, one paragraph each (printed and written under the table)."""
+    out = [f"runs: completed seeds (n). 95% CI: mean [interval]; accuracy: {KINDS['proportion']}; "
+           f"loss: {KINDS['nonnegative']}. ±: sample std."]
+    if comparisons is not None:
+        how = f", Holm-corrected over {len(rows) - 1} pairs" if comparisons.corrected else ""
+        out.append(f"diff: test accuracy minus {comparisons.reference}'s, in points [Welch 95% CI]; "
+                   f"p: Welch's t-test{how}; verdict at p < 0.05.")
+    if any(0 < row["completed"] < MIN_SEEDS_TO_CONCLUDE for row in rows):
+        out.append(f"Fewer than {MIN_SEEDS_TO_CONCLUDE} seeds (runs < {MIN_SEEDS_TO_CONCLUDE}): the interval is too "
+                   f"wide to conclude, so the verdict is inconclusive whatever p; use {MIN_SEEDS_TO_CONCLUDE} or more "
+                   "repeats.")
+    if any(row.get("_test_as_validation") for row in rows):
+        out.append("val_size=0: runs that validated on the test set have no validation numbers"
+                   + ("." if has_validation_data(rows) else ", so there are no validation columns."))
+    return out
+
+
+def _prepare(rows: list[dict[str, Any]], baseline: Optional[str]) -> tuple[Optional[Comparisons], list[Column]]:
     comparisons = compare_points(rows, baseline)
     if comparisons is not None:
         _add_difference_columns(rows, comparisons)
-    columns = table_columns(rows)
-    note = ("runs: completed seeds (n). Each cell: mean ± sample std over them; 95% CI: Student t interval "
-            "of the mean.")
-    verdicts = "" if comparisons is None else \
+    return comparisons, table_columns(rows)
+
+
+def _verdicts(comparisons: Optional[Comparisons]) -> str:
+    return "" if comparisons is None else \
         "\n\n" + comparisons.heading() + "\n" + "\n".join(f"- {s}" for s in comparisons.sentences())
+
+
+def _text(rows: list[dict[str, Any]], comparisons: Optional[Comparisons], columns: list[Column], wide: bool,
+          width: Optional[int]) -> str:
+    width = terminal_width() if width is None else width
+    shown = columns if wide else fit_columns(rows, columns, width, keep=2)
+    lines = notes(rows, comparisons)
+    if len(shown) < len(columns):
+        lines.append(f"Not shown, to fit {width} characters (in results.md; --wide prints them): "
+                     + ", ".join(h for _, h, _ in columns[len(shown):]) + ".")
+    wrapped = "\n".join(textwrap.fill(line, max(width, 40), break_on_hyphens=False) for line in lines)
+    return to_text(rows, shown) + "\n\n" + wrapped + _verdicts(comparisons)
+
+
+def table_text(rows: list[dict[str, Any]], baseline: Optional[str] = None, *, wide: bool = False,
+               width: Optional[int] = None) -> str:
+    """The table for the terminal, its notes and the verdicts: at most `width` characters wide
+    (default: the terminal's, 100 when not a terminal), columns left out from the right; `wide`:
+    every column, whatever the width."""
+    comparisons, columns = _prepare(rows, baseline)
+    return _text(rows, comparisons, columns, wide, width)
+
+
+def write_tables(exp_dir: str | Path, rows: list[dict[str, Any]], baseline: Optional[str] = None, *,
+                 wide: bool = False, width: Optional[int] = None) -> str:
+    """Write results.csv and results.md (every column, the notes, the verdicts); return the same
+    for the terminal, fitted to its width unless `wide` (see table_text)."""
+    exp_dir = Path(exp_dir)
+    comparisons, columns = _prepare(rows, baseline)
+    note = "\n\n".join(notes(rows, comparisons))
     atomic_write(exp_dir / "results.csv", to_csv(rows, csv_keys(rows)))
-    atomic_write(exp_dir / "results.md", to_markdown(rows, columns) + f"\n\n{note}{verdicts}\n")
-    return to_text(rows, columns) + verdicts
+    atomic_write(exp_dir / "results.md", to_markdown(rows, columns) + f"\n\n{note}{_verdicts(comparisons)}\n")
+    return _text(rows, comparisons, columns, wide, width)

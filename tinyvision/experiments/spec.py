@@ -6,7 +6,9 @@
     zip:  {model: [mlp-40-40, lenet], batch_size: [64, 128]}   # varied together
     repeats: 3                                       # seeds base.seed, base.seed+1, ...
 
-Everything is validated before anything runs: every point's config is built once here.
+Everything is validated before anything runs: every point's config is built once here. A
+`key=value` override changes the base config only: overriding a field that the grid or zip varies
+is refused (the axis would silently win), see `check_overrides`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..config import DEFAULT_REPEATS, RunConfig, _field_error, make_config, parse_override, read_yaml
 from ..errors import ConfigError
 from ..models import resolve_spec
+from ..yamlfile import clip
 
 
 class ExperimentSpec(BaseModel):
@@ -78,7 +81,7 @@ def _check_axes(spec: ExperimentSpec) -> None:
                 raise ConfigError(f"experiment {section}.{field}: needs at least one value")
     lengths = {len(v) for v in spec.zip.values()}
     if len(lengths) > 1:
-        raise ConfigError(f"experiment zip: lists must have equal lengths, got "
+        raise ConfigError("experiment zip: lists must have equal lengths, got "
                           + ", ".join(f"{k}={len(v)}" for k, v in spec.zip.items()))
     both = set(spec.grid) & set(spec.zip)
     if both:
@@ -91,7 +94,7 @@ def expand_points(spec: ExperimentSpec) -> list[Point]:
     return [Point(i, {**z, **g}) for i, (z, g) in enumerate(itertools.product(zipped, grid))]
 
 
-def build_experiment(spec: ExperimentSpec | dict[str, Any]) -> Experiment:
+def build_experiment(spec: ExperimentSpec | dict[str, Any], sources: Optional[dict[str, Any]] = None) -> Experiment:
     """Validate the spec and every point's config (and model spec) before anything runs."""
     if isinstance(spec, dict):
         try:
@@ -109,18 +112,55 @@ def build_experiment(spec: ExperimentSpec | dict[str, Any]) -> Experiment:
             cfg = experiment.config(point, base.seed)
         except ConfigError as exc:
             raise ConfigError(f"experiment point {point.label}: {exc}") from None
-        resolve_spec(cfg.model, **cfg.model_overrides())
+        check_model(cfg, sources or {})
     return experiment
+
+
+def _plain(value: Any, limit: int = 60) -> str:
+    """A value as typed (no quotes), cut to about `limit` characters."""
+    text = str(value) if isinstance(value, (str, int, float)) else clip(value, limit)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """ConfigError for an override of a field that the experiment (a spec as a dict) varies: its
+    points would keep their own values, so the override would silently change nothing."""
+    for section in ("zip", "grid"):
+        axes = data.get(section) if isinstance(data.get(section), dict) else {}
+        for field, value in overrides.items():
+            if field in axes:
+                values = axes[field] if isinstance(axes[field], list) else [axes[field]]
+                shown = ", ".join(_plain(v, 40) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+                raise ConfigError(f"override {field}={_plain(value)}: the experiment varies {field} ({shown}); "
+                                  "change the file's grid/zip instead")
 
 
 def load_experiment(path: str | Path, *, overrides: Sequence[str] = (),
                     repeats: Optional[int] = None) -> Experiment:
-    """An experiment file, with optional `key=value` overrides of its base config."""
+    """An experiment file, with optional `key=value` overrides of its base config (not of a field
+    that the file varies: ConfigError)."""
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
     if overrides:
+        changes = dict(parse_override(o) for o in overrides)
+        check_overrides(data, changes)
         base = data.get("base") if isinstance(data.get("base"), dict) else {}
-        data["base"] = {**base, **dict(parse_override(o) for o in overrides)}
+        data["base"] = {**base, **changes}
     if repeats is not None:
         data["repeats"] = repeats
     return build_experiment(data)
+
+
+def check_model(cfg: RunConfig, sources: dict[str, Any]) -> None:
+    """A point's model, before anything runs: a spec parses; a model class is found, and where the
+    dataset's shape is known without loading it (a registered dataset), it is built and its output
+    checked (models.source.ModelSource.check): a bad model file is one line, nothing written."""
+    from ..data.catalog import DATASETS
+    from ..models.source import resolve_model
+
+    source = sources.get(cfg.model) or resolve_model(cfg.model, cfg.model_args)
+    if source.is_spec:
+        resolve_spec(cfg.model, **cfg.model_overrides())
+    elif cfg.dataset in DATASETS:
+        info = DATASETS.get(cfg.dataset)
+        source.check(tuple(info.input_shape), len(info.classes), cfg.model_overrides())

@@ -47,6 +47,7 @@ def tune(spec: TuneSpec, out_dir: str | Path, *, trials: Optional[int] = None, s
     finally:  # also after Ctrl-C: what finished is summarised
         summary = summarise(study, out_dir, storage_label(url))
     host = socket.gethostname()  # the trials this call's workers ran (and printed, unless quiet)
-    summary["ran_here"] = sorted(r["trial"] for r in summary["rows"]
-                                 if r["trial"] not in before and r.get("host") == host)
+    here = [r for r in summary["rows"] if r["trial"] not in before and r.get("host") == host]
+    summary["ran_here"] = sorted(r["trial"] for r in here)
+    summary["stopped"] = any(r.get("status") == "interrupted" for r in here)  # a stop request ended it
     return summary

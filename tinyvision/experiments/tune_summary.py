@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from ..tables import Column, num, pct, plain, secs, to_text
 from .tune_spec import TuneSpec
 from .tune_study import counts

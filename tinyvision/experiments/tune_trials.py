@@ -42,8 +42,8 @@ def _train_trial(w: Worker, trial: Any, run_dir: Path) -> dict[str, Any]:
     """The trial's run; a failure becomes a result. Its pruner decides after each epoch."""
     import torch
 
-    from ..loop import Outcome
     from ..pipeline import train
+    from ..training.loop import Outcome
 
     def on_epoch(row: dict) -> Optional[Outcome]:
         trial.report(row["val_loss"], int(row["epoch"]))  # step = epoch (1, 2, ...)
@@ -81,8 +81,9 @@ def objective(w: Worker, trial: Any) -> float:
         trial.set_user_attr("reason", reason)
     if status == "pruned":
         raise optuna.TrialPruned(reason)
-    if status == "interrupted":
-        raise KeyboardInterrupt  # Optuna records the trial as failed and stops the study
+    if status == "interrupted":  # a stop request: this trial is recorded as failed, no other starts
+        trial.study.stop()
+        raise TrialFailed(reason)
     if status != "completed":
         raise TrialFailed(f"{status}: {reason}")
     trial.set_user_attr("val_accuracy", result["best_val"]["accuracy"])

@@ -1,6 +1,16 @@
 """Model specs: parse strings like "cnn:16-32/k3/fc128" into a validated, frozen ModelSpec and back.
 
 Grammar: `<kind>:<widths>[/<option>]...`, widths '-'-separated, options in any order (see OPTIONS).
+
+Padding, and how it composes with a kernel size given elsewhere (the `kernel_size` config field,
+an experiment's kernel_size axis, `ModelSpec.replace(kernel_size=...)`):
+- no padding option, or `same` (padding None): "same" padding follows the kernel, k // 2 for the
+  kernel the spec ends up with, so an override keeps the feature maps' size (odd kernels only:
+  an even one is refused, naming the fix: an explicit p<int> or valid);
+- `valid` or `p0`: no padding, with any kernel;
+- `p<N>`: exactly N pixels, with any kernel: an explicit padding stays as given and is never
+  recomputed, so "cnn:8-16/k5/p2" with kernel_size=3 is k3/p2 (maps grow by 2 pixels a conv), not
+  "same". For padding that follows a kernel override, give `same` or no padding.
 """
 from __future__ import annotations
 
@@ -109,6 +119,11 @@ class ModelSpec:
                 hint = difflib.get_close_matches(key, names, n=1)
                 did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
                 raise SpecError(f"unknown model spec field {key!r}.{did_you_mean} Valid: {', '.join(names)}")
+        k = overrides.get("kernel_size")
+        padding = overrides.get("padding", self.padding)
+        if self.kind == "cnn" and isinstance(k, int) and k > 0 and k % 2 == 0 and padding in (None, "same"):
+            raise SpecError(f"kernel_size={k}: {self.to_string()!r} has 'same' padding (no p<int>), which needs an "
+                            "odd kernel size; give the spec an explicit p<int> or valid")
         return dataclasses.replace(self, **overrides)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from ..errors import DataError, TinyVisionError
 from ..models.summary import summary_from_record
 from ..evaluate import confident_mistakes
@@ -22,7 +22,8 @@ from ..mistakes import MISTAKES as MISTAKES_FILE
 from ..mistakes import mistake_names
 from ..experiments.results import collect, compare_points
 from . import tables
-from .document import Code, Document, Heading, Text, render_markdown
+from .dataset import DATA_GRID
+from .document import Code, Document, Heading, Plot, Text, render_markdown
 from .grids import plot_confusion, plot_prediction_grid
 from .html import render_html
 from .load import (MANIFEST, ExperimentRecord, PointRecord, RunRecord, is_experiment, point_stat, predict_test,
@@ -31,6 +32,7 @@ from .plots import (is_numeric, metric_label, plot_comparison, plot_comparison_c
                     plot_step_curves, plot_sweep_curves, plot_sweep_final, points_validation_name, validation_name)
 
 HTML, MARKDOWN, PLOTS = "report.html", "report.md", "plots"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 log = logging.getLogger(__name__)
 _UNREADABLE = (OSError, ValueError, UnicodeDecodeError, csv.Error)  # a damaged text file
 
@@ -113,6 +115,7 @@ def run_document(run: RunRecord, *, metric: str = "accuracy", grid: int = 32, mi
         doc.add(Text(f"This run is not complete (status: {run.status}): there is no test evaluation; "
                      "curves show the epochs recorded so far.", note=True))
     doc.add(Heading("Summary"), tables.run_summary_table(result, run.metrics))
+    _data_section(doc, run, problems)
     _curves_section(doc, run, metric)
     if result.get("test"):
         _test_section(doc, result)
@@ -123,6 +126,25 @@ def run_document(run: RunRecord, *, metric: str = "accuracy", grid: int = 32, mi
     if versions:
         doc.add(Heading("Environment"), versions)
     return doc
+
+
+def _data_section(doc: Document, run: RunRecord, problems: list[str]) -> None:
+    """The run's data-grid.png (report.dataset.write_data_grid), when the run wrote one."""
+    path = run.dir / DATA_GRID
+    if not path.exists():
+        return
+    doc.add(Heading("Data"))
+    try:
+        png = path.read_bytes()
+        why = "" if png.startswith(PNG_MAGIC) else "is not a PNG file"
+    except OSError as exc:
+        png, why = b"", f"cannot be read ({type(exc).__name__})"
+    if why:
+        problems.append(f"data grid ({path} {why})")
+        doc.add(Text(f"{DATA_GRID} {why}.", note=True))
+        return
+    doc.add(Plot("data_grid", png, "Training images, a few of each class, and the training split's pixel "
+                                   f"values per channel ({DATA_GRID}, written by the run)."))
 
 
 def _config_section(doc: Document, run: RunRecord, problems: list[str]) -> None:

@@ -1,13 +1,16 @@
 """The report's tables as Table blocks: run summary, per-layer parameters, per-class precision and
-recall, most-confused pairs, and one row per experiment point and per run."""
+recall, most-confused pairs, and one row per experiment point and per run. Validation columns and
+rows only where there is validation data (not for runs with val_size=0, which validated on test)."""
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from ..experiments.results import has_validation
 from ..models.summary import ModelSummary, summary_rows
+from ..stats import KINDS, MIN_SEEDS_TO_CONCLUDE, summarize
 from ..tables import label, mean_pm, num, pct, plain, secs, sig3, yes_no
-from .document import Table
-from .load import ExperimentRecord, RunRecord, get, point_stat, point_summary
+from .document import Column, Table
+from .load import ExperimentRecord, PointRecord, RunRecord, get, point_stat
 
 
 def _pair(mean: float, std: float, n: int) -> tuple[Optional[float], Optional[float]]:
@@ -18,7 +21,8 @@ def _pair(mean: float, std: float, n: int) -> tuple[Optional[float], Optional[fl
 
 def run_summary_table(result: dict[str, Any], metrics: Sequence[dict[str, float]]) -> Table:
     """Field/value pairs: status, model, size, epochs, best validation and test numbers, time."""
-    best, test = result.get("best_val") or {}, result.get("test") or {}
+    best = (result.get("best_val") or {}) if has_validation(result) else {}  # val_size=0: test numbers
+    test = result.get("test") or {}
     fields = [
         ("status", result.get("status", "not started"), plain), ("dataset", result.get("dataset"), plain),
         ("model", result.get("model"), plain), ("spec", result.get("spec"), plain),
@@ -88,42 +92,59 @@ def _ci(fmt) -> Any:
     return show
 
 
-def _ci_pair(p, path: str) -> tuple[Optional[float], Optional[float]]:
-    s = point_summary(p, path)
+def _ci_pair(p: PointRecord, path: str, kind: str) -> tuple[Optional[float], Optional[float]]:
+    """The 95% CI of a result number over the point's completed runs: accuracies and errors on the
+    logit scale (never outside 0 to 100%), losses never below 0 (stats.summarize)."""
+    s = summarize([v for r in p.completed if (v := get(r.result, path)) is not None], kind=kind)
     return (None, None) if s.n < 2 else (s.ci_low, s.ci_high)
 
 
+def _val_stat(p: PointRecord, path: str) -> tuple[float, float, int]:
+    """point_stat of a best_val number, over the runs that had a validation split only."""
+    return point_stat(PointRecord(p.id, p.label, p.values, [r for r in p.runs if has_validation(r.result)]), path)
+
+
 def points_table(exp: ExperimentRecord, metric: str = "accuracy") -> Table:
-    """One row per point: n (completed/total runs), size, best validation and test metric and test
-    loss as mean ± std, and the 95% CI of the test numbers."""
+    """One row per point: n (completed/total runs), size, best validation (where there was a
+    validation split) and test metric and test loss as mean ± std, and the 95% CI of the test numbers."""
     rows = []
     for p in exp.points:
         params, _, n_params = point_stat(p, "params")
         rows.append({"label": p.label, "runs": f"{len(p.completed)}/{len(p.runs)}",
                      "params": int(params) if n_params else None,
-                     "val": _pair(*point_stat(p, f"best_val.{metric}")),
+                     "val": _pair(*_val_stat(p, f"best_val.{metric}")),
                      "test": _pair(*point_stat(p, f"test.{metric}")),
-                     "test_ci": _ci_pair(p, f"test.{metric}"),
+                     "test_ci": _ci_pair(p, f"test.{metric}", "proportion"),
                      "loss": _pair(*point_stat(p, "test.loss")),
-                     "loss_ci": _ci_pair(p, "test.loss"),
+                     "loss_ci": _ci_pair(p, "test.loss", "nonnegative"),
                      "seconds": _pair(*point_stat(p, "total_seconds"))})
-    columns = [("label", "point", label), ("runs", "n (completed runs)", label), ("params", "params", num),
-               ("val", f"best val {metric}", mean_pm(pct)), ("test", f"test {metric}", mean_pm(pct)),
-               ("test_ci", f"test {metric} 95% CI", _ci(pct)),
-               ("loss", "test loss (nats)", mean_pm(num)), ("loss_ci", "test loss 95% CI", _ci(num)),
-               ("seconds", "seconds per run", mean_pm(secs))]
-    return Table(columns, rows, "Mean ± 1 standard deviation (ddof=1) over completed seeds; 95% CI: Student t "
-                                "interval of the mean (needs 2 or more seeds)")
+    columns: list[Column] = [("label", "point", label), ("runs", "n (completed runs)", label),
+                             ("params", "params", num), ("val", f"best val {metric}", mean_pm(pct)),
+                             ("test", f"test {metric}", mean_pm(pct)), ("test_ci", f"test {metric} 95% CI", _ci(pct)),
+                             ("loss", "test loss (nats)", mean_pm(num)), ("loss_ci", "test loss 95% CI", _ci(num)),
+                             ("seconds", "seconds per run", mean_pm(secs))]
+    if all(row["val"][0] is None for row in rows):
+        columns = [c for c in columns if c[0] != "val"]
+    caption = (f"Mean ± 1 standard deviation (ddof=1) over completed seeds; 95% CI (needs 2 or more seeds): "
+               f"{metric}: {KINDS['proportion']}; loss: {KINDS['nonnegative']}")
+    if any(0 < len(p.completed) < MIN_SEEDS_TO_CONCLUDE for p in exp.points):
+        caption += f". Fewer than {MIN_SEEDS_TO_CONCLUDE} seeds: the intervals are too wide to conclude"
+    return Table(columns, rows, caption)
 
 
 def runs_table(exp: ExperimentRecord, metric: str = "accuracy") -> Table:
     """Every run the manifest names, completed or not, with its status."""
-    rows = [{"point": p.label, "seed": r.seed, "status": r.status, "epochs": sum(row["epoch"] >= 1 for row in r.metrics) or None,  # not eval_before's row
-             "best_epoch": r.result.get("best_epoch"), "val": get(r.result, f"best_val.{metric}"),
+    rows = [{"point": p.label, "seed": r.seed, "status": r.status,
+             "epochs": sum(row["epoch"] >= 1 for row in r.metrics) or None,  # not eval_before's row
+             "best_epoch": r.result.get("best_epoch"),
+             "val": get(r.result, f"best_val.{metric}") if has_validation(r.result) else None,
              "test": get(r.result, f"test.{metric}"), "dir": _relative(r, exp)} for p, r in exp.all_runs]
-    columns = [("point", "point", label), ("seed", "seed", plain), ("status", "status", label),
-               ("epochs", "epochs", plain), ("best_epoch", "best epoch", plain),
-               ("val", f"best val {metric}", pct), ("test", f"test {metric}", pct), ("dir", "directory", label)]
+    columns: list[Column] = [("point", "point", label), ("seed", "seed", plain), ("status", "status", label),
+                             ("epochs", "epochs", plain), ("best_epoch", "best epoch", plain),
+                             ("val", f"best val {metric}", pct), ("test", f"test {metric}", pct),
+                             ("dir", "directory", label)]
+    if all(row["val"] is None for row in rows):
+        columns = [c for c in columns if c[0] != "val"]
     return Table(columns, rows)
 
 

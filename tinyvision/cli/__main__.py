@@ -1,0 +1,4 @@
+"""`python -m tinyvision.cli`: the same command as `tinyvision`."""
+from . import entry
+
+entry()

@@ -1,0 +1,87 @@
+"""Commands that describe what there is: datasets, models, recipes, a model's layers."""
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from ..data import dataset_status, list_datasets
+    from ..tables import num, plain, to_text
+
+    rows = [dataset_status(name, data_dir=args.data_dir) for name in list_datasets()]
+    columns = [("name", "dataset", plain), ("input_shape", "shape", plain), ("classes", "classes", num),
+               ("train", "train", num), ("val", "val", num), ("test", "test", num),
+               ("present", "files", plain)]
+    print(to_text(rows, columns))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..models import MODELS, create_model, count_parameters
+    from ..tables import num, plain, to_text
+
+    rows = []
+    for name in MODELS.names(args.pattern):
+        preset = MODELS.get(name)
+        params = count_parameters(create_model(name, preset.input_shape, 10))
+        rows.append({"name": name, "spec": preset.spec, "input": "x".join(map(str, preset.input_shape)),
+                     "params": params, "description": preset.description})
+    columns = [("name", "model", plain), ("spec", "spec", plain), ("input", "input", plain),
+               ("params", "params", num), ("description", "description", plain)]
+    print(to_text(rows, columns))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from ..recipes import RECIPES
+
+    for name in RECIPES.names(args.pattern):
+        recipe = RECIPES.get(name)
+        print(f"{name}: {recipe.description}\n  " + " ".join(f"{k}={v}" for k, v in recipe.values.items()))
+    print("use: tinyvision train recipe=NAME [key=value ...] (values given win over the recipe's)")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Layers, parameters and multiply-adds of a preset, spec or model class (file.py:Class), on a
+    dataset's input shape (default: the preset's, else 1x28x28 with 10 classes)."""
+    import torch
+
+    from ..config import parse_override
+    from ..data import dataset_info
+    from ..models import MODELS, format_summary, summarize
+    from ..models.source import check_output, resolve_model
+
+    if args.dataset:
+        info = dataset_info(args.dataset)
+        shape, classes = tuple(info.input_shape), len(info.classes)
+    else:
+        shape, classes = (tuple(MODELS.get(args.model).input_shape) if args.model in MODELS else (1, 28, 28)), 10
+    model_args = parse_override(f"model_args={args.model_args}")[1] if args.model_args else {}
+    source = resolve_model(args.model, model_args if isinstance(model_args, dict) else None)
+    with torch.random.fork_rng():
+        model = source.build(shape, classes)
+    if not source.is_spec:
+        check_output(model, shape, classes, source.label)
+    print(format_summary(summarize(model, shape)))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """A dataset's class counts per split and value range per channel; a PNG of 64 labelled
+    training images and the pixel histograms (--out, default DATASET-data.png)."""
+    from pathlib import Path
+
+    from ..config import load_config
+    from ..data import load_data
+    from ..report.dataset import describe, format_description, write_data_grid
+    from ..runs import slug
+
+    cfg = load_config(None, list(args.overrides), dataset=args.dataset, data_dir=args.data_dir)
+    data = load_data(cfg)
+    print(format_description(describe(data)))
+    out = Path(args.out or f"{slug(cfg.dataset)}-data.png")
+    if out.exists() and not args.out:
+        out = out.with_name(f"{out.stem}-{len(list(out.parent.glob(out.stem + '*')))}{out.suffix}")
+    print(f"images and histograms: {write_data_grid(data, out)}")
+    return 0

@@ -1,0 +1,163 @@
+"""Commands of one run: train (and --resume), evaluate, predict, lr-find."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import RunConfig
+from ..errors import TinyVisionError
+from .common import RUN_FLAGS, _report, _run_config
+
+
+def _print_result(result: dict[str, Any], quiet: bool = False) -> None:
+    test = result.get("test")
+    if quiet and result.get("reason"):  # without --quiet the progress output has already said why
+        print(f"{result['status']}: {result['reason']}", file=sys.stderr)
+    line = f"{result['status']}: {result['run_dir']}  params {result['params']:,}  best epoch {result['best_epoch']}"
+    if test:
+        line += f"  test loss {test['loss']:.4f} acc {100 * test['accuracy']:.2f}%"
+    line += f"  ({result['total_seconds']:.1f}s)"
+    if result["status"] == "interrupted" and result.get("run_dir") not in (None, "None"):
+        import shlex
+
+        line += f"; continue it with: tinyvision train --resume {shlex.quote(str(result['run_dir']))}"
+    print(line)
+
+
+def _exit_code(result: dict[str, Any]) -> int:
+    from ..stopping import EXIT_INTERRUPTED
+
+    return {"completed": 0, "interrupted": EXIT_INTERRUPTED}.get(result["status"], 1)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .. import distributed
+    from ..pipeline import train
+
+    resume = args.resume
+    if not resume and args.run_dir and distributed.relaunched(args.run_dir):
+        resume = args.run_dir  # torchrun (re)started this job on an unfinished run: continue it
+    if resume:
+        cfg = _resume_config(args, resume)
+        result = train(cfg, run_dir=resume, resume=True, quiet=args.quiet)
+    else:
+        cfg = _run_config(args, args.overrides)
+        result = train(cfg, run_dir=args.run_dir, out=args.out, quiet=args.quiet)
+    if distributed.context().is_writer:
+        _print_result(result, args.quiet)
+        if result["status"] == "completed":
+            _report(args, result["run_dir"])
+    return _exit_code(result)
+
+
+def _resume_config(args: argparse.Namespace, run: str) -> RunConfig:
+    """The run's config.yaml with what this command line changes, where --resume allows it (more
+    epochs, data_dir, threads: config.resume_config; else one line saying what cannot change).
+    A change is written to the run's config.yaml, under its lock, before training goes on."""
+    from .. import distributed, rundir, runs
+    from ..config import requested_values, resume_config
+
+    state = rundir.inspect_run(run)
+    if not state.is_run:
+        raise TinyVisionError(f"--resume {run}: not a run directory ({state.kind.value})")
+    if state.population_checkpoint:
+        raise TinyVisionError(f"--resume {run}: its checkpoint holds a population of {len(state.checkpoint_members)} "
+                              "runs; run its experiment again to continue them")
+    saved = runs.read_config(run)
+    fields = {name: getattr(args, name) for name in [*RUN_FLAGS, "model"] if hasattr(args, name)}
+    cfg = resume_config(saved, requested_values(args.config, list(args.overrides), **fields), run)
+    if cfg != saved and distributed.context().is_writer:
+        with rundir.lock_run_dir(run):
+            runs.write_config(Path(run), cfg)
+    return cfg
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..inference import evaluate_run
+
+    m = evaluate_run(args.run, args.split, data_dir=args.data_dir, device=args.device)
+    print(f"{m['split']}: loss {m['loss']:.4f}  accuracy {100 * m['accuracy']:.2f}%  "
+          f"error {100 * m['error']:.2f}%  ({m['seconds']:.2f}s)")
+    for pair in m["most_confused"]:
+        print(f"  {pair['true']} taken for {pair['predicted']}: {pair['count']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..errors import DataError
+    from ..inference import classify_files, format_prediction, load_model, unreadable_message
+    from ..tables import to_csv
+
+    _check_outputs(args)  # before any work: a bad output path fails now, not after classifying
+    loaded = load_model(args.run, trust_pickle=args.trust_pickle)
+    classes = len(loaded.meta["classes"])
+    if args.top > classes:
+        print(f"tinyvision: note: --top {args.top}: the model has {classes} classes; showing {classes}",
+              file=sys.stderr)
+    rows, failed = classify_files(loaded, args.paths, top=args.top)
+    if not rows:
+        raise DataError(unreadable_message(failed))
+    for row in rows:
+        print(format_prediction(row))
+    if args.csv:
+        from ..files import atomic_write
+
+        atomic_write(args.csv, to_csv(rows))
+    if args.mistakes:
+        _write_folder_mistakes(loaded, args.paths, args.mistakes)
+    for _, reason in failed:  # one line each; the others were classified
+        print(f"tinyvision: error: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """predict's --csv and --mistakes: new files, in existing folders, not the same file; --mistakes
+    needs a folder among the paths."""
+    outputs = [(flag, path) for flag, path in (("--csv", args.csv), ("--mistakes", args.mistakes)) if path]
+    for flag, path in outputs:
+        if Path(path).exists():
+            raise TinyVisionError(f"{path} already exists; choose another {flag} file (nothing was overwritten)")
+        if not Path(path).resolve().parent.is_dir():
+            raise TinyVisionError(f"{flag} {path}: its folder {Path(path).parent} does not exist")
+    if len(outputs) == 2 and Path(args.csv).resolve() == Path(args.mistakes).resolve():
+        raise TinyVisionError(f"--csv and --mistakes name the same file {args.csv}; give two files")
+    if args.mistakes and not any(Path(p).is_dir() for p in args.paths):
+        raise TinyVisionError("--mistakes needs a folder of class sub-folders (their names are the true labels)")
+
+
+def _write_folder_mistakes(loaded: Any, paths: Sequence[str], out: str) -> None:
+    """--mistakes: the folders' wrongly classified images (labels from class sub-folder names),
+    most confident first, in a new CSV file; a line saying how many there are."""
+    from ..files import atomic_write
+    from ..inference import folder_mistakes
+    from ..mistakes import to_csv
+
+    folders = [p for p in paths if Path(p).is_dir()]  # one at least (_check_outputs)
+    rows = [row for folder in folders for row in folder_mistakes(loaded, folder)]
+    rows.sort(key=lambda r: -r["confidence"])
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    atomic_write(out, to_csv(rows))
+    print(f"{len(rows)} misclassified images (labels from folder names), most confident first: {out}",
+          file=sys.stderr)
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from ..experiments.lr_find import lr_find, write_lr_find
+
+    cfg = _run_config(args, args.overrides)
+    found = lr_find(cfg, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
+    from .. import runs
+
+    name = f"lr-find-{runs.slug(cfg.dataset)}-{runs.slug(cfg.model)}-{datetime.now():%Y%m%d-%H%M%S}"
+    out_dir = write_lr_find(Path(args.out) / name, found, cfg)
+    if found["suggested_lr"] is None:
+        raise TinyVisionError("lr-find: the loss diverged too early to suggest a rate; lower --min-lr")
+    print(f"suggested lr {found['suggested_lr']:.2e} (steepest descent; minimum/10: "
+          f"{found['min_loss_lr']:.2e}); {len(found['rows'])} steps, stopped: {found['stopped']}")
+    print(f"curve data in {out_dir / 'lr_find.csv'}")
+    return 0

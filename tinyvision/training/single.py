@@ -1,0 +1,123 @@
+"""One run stepping its own module: the fastest path for one run (channels_last on convolutions,
+autocast, torch.optim's fused step without its per-call Python: _fused.FusedStep), and the only
+one for torch.compile and torchrun (DistributedDataParallel)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.loader import DeviceLoader
+from ..evaluate import Forward, Predictions, predict_members
+from .._fused import FusedStep
+from ..optim import PER_STEP_SCHEDULES, current_lr
+from ..runtime import autocast
+from .loop import Member, State
+from .losses import Loss
+from .trainee import TraineeBase
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under torch.compile and DistributedDataParallel wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model) if hasattr(model, "require_backward_grad_sync") else model
+
+
+class SingleModule(TraineeBase):
+    """A trainee of one: `model` (maybe compiled or wrapped for torchrun) trains `net`'s weights."""
+
+    def __init__(self, member: Member, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], loader: DeviceLoader,
+                 val_loader: DeviceLoader, loss: Loss, dtype: Optional[torch.dtype]) -> None:
+        super().__init__([member], loader.device, loss, dtype)
+        self.net, self.model, self.optimizer, self.scheduler = net, model, optimizer, scheduler
+        self.loader, self.val_loader = loader, val_loader
+        self._step = FusedStep(optimizer)  # optimizer.step(), bit for bit, less its per-call Python
+        self.template = net  # the architecture (summaries)
+
+    def training_loader(self) -> DeviceLoader:
+        return self.loader
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.model.train()
+        self.loader.set_epoch(self.epoch, start_step=self.step)
+        return iter(self.loader)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, active: list[bool]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        with autocast(self.device, self.dtype):
+            out = self.model(x)
+            loss = self.loss.one(out.float(), y)
+        self._step.zero_grad()
+        loss.backward()
+        self._step()
+        with torch.no_grad():
+            nll = loss if self.loss.reports_its_nll else F.cross_entropy(out.float(), y)
+            return nll.unsqueeze(0), (out.argmax(dim=1) == y).sum().unsqueeze(0), len(y)
+
+    def lrs(self) -> list[float]:
+        return [current_lr(self.optimizer)]
+
+    def schedule_step(self, per_step: bool, active: list[bool]) -> None:
+        if self.scheduler is not None and (self.members[0].cfg.schedule in PER_STEP_SCHEDULES) == per_step:
+            self.scheduler.step()
+
+    def forward(self) -> Forward:
+        return lambda x: self.model(x).unsqueeze(0)
+
+    def predict(self, loader: DeviceLoader, tta: bool = False, flip: bool = False) -> list[Predictions]:
+        """The module (its weights as they are: the final ones once stopped) on `loader`, in eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return predict_members(self.forward(), loader, 1, dtype=self.dtype, tta=tta, flip=flip)
+        finally:
+            self.model.train(was_training)
+
+    def validate(self) -> list[dict]:
+        val = self.predict(self.val_loader)[0]
+        return [{"val_loss": val.loss, "val_accuracy": val.accuracy, "val_error": 1.0 - val.accuracy,
+                 "val_seconds": val.seconds}]
+
+    def evaluate_before(self) -> list[dict]:
+        """The epoch-0 row: train and validation loss/accuracy of the initial weights (eval mode, the
+        whole training split in order, unaugmented). Not a candidate for the best epoch."""
+        cfg, start = self.members[0].cfg, time.perf_counter()
+        train = self.predict(self.loader.in_order(cfg.eval_batch_size))[0]
+        val = self.validate()[0]
+        return [{"epoch": 0, "train_loss": train.loss, "train_accuracy": train.accuracy,
+                 "train_error": 1.0 - train.accuracy, "lr": current_lr(self.optimizer),
+                 "seconds": time.perf_counter() - start, **val, "best_epoch": 0}]
+
+    def snapshot(self, k: int) -> State:
+        return {k: v.detach().clone() for k, v in unwrap(self.model).state_dict().items()}
+
+    def member_record(self, k: int) -> dict[str, Any]:
+        return {"model": self.snapshot(0), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+
+    def load_records(self, records: list[dict[str, Any]]) -> None:
+        from ..optim import match_state_layout
+
+        record = records[0]
+        self.net.load_state_dict(record["model"])  # copies into the live parameters: their layout stays
+        self.optimizer.load_state_dict(record["optimizer"])
+        match_state_layout(self.optimizer)  # build_optimizer's load hook does it too; any optimizer here
+        if self.scheduler is not None and record["scheduler"] is not None:
+            self.scheduler.load_state_dict(record["scheduler"])
+
+    def state_shapes(self) -> dict[str, torch.Size]:
+        return {k: v.shape for k, v in self.net.state_dict().items()}
+
+    def _stopped(self, k: int, restored: bool) -> None:
+        if restored:
+            unwrap(self.model).load_state_dict(self.members[0].best_state)
+
+    def member_state(self, k: int) -> State:
+        """The member's final weights (its best ones where restored), as its model file holds them."""
+        return self.members[0].final_state or self.net.state_dict()
+
+    def final_predict(self, loader: DeviceLoader, tta: bool = False, flip: bool = False) -> list[Predictions]:
+        return self.predict(loader, tta, flip)
