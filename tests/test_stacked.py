@@ -106,7 +106,10 @@ ADAM_MEMBERS = [{"seed": 0, "lr": 1e-3}, {"seed": 1, "lr": 3e-3}, {"seed": 2, "l
     (CNN, SGD, SGD_MEMBERS), (CNN, ADAM, ADAM_MEMBERS), (CNN, {"optimizer": "adamw"}, ADAM_MEMBERS),
 ], ids=["mlp-sgd", "mlp-adam", "mlp-adamw", "mlp-adamax", "mlp-adadelta", "cnn-sgd", "cnn-adam", "cnn-adamw"])
 def test_one_epoch_matches_single_runs(model: str, optimizer: dict, members: list, digits) -> None:
-    assert_matches_single_runs(configs({"model": model, **optimizer}, members), digits, ONE_EPOCH)
+    # Adadelta's steps are ~sqrt(eps) whatever the gradient's size: a ReLU that a rounding flips
+    # moves its unit by that much (measured: 3e-8 after 3 steps, 1.5e-3 after 16)
+    tolerances = LATER if optimizer["optimizer"] == "adadelta" else ONE_EPOCH
+    assert_matches_single_runs(configs({"model": model, **optimizer}, members), digits, tolerances)
 
 
 @pytest.mark.parametrize("model", [MLP, CNN])

@@ -86,8 +86,8 @@ def prepare(configs: Sequence[RunConfig | dict], model: Any = None, loss: Any = 
     if len(cfgs) > 1:
         plan.check_members(cfgs)
     device = _runtime(cfgs[0])
+    norm = run_normalization(cfgs[0], data)  # before loading: statistics of the config's data are cached
     data = data or load_data(cfgs[0])
-    norm = run_normalization(cfgs[0], data)
     source.check(data.input_shape, data.num_classes, cfgs[0].model_overrides())  # before anything is written
     trainee = build_trainee(cfgs, source, data, norm, device, loss_fn)
     for message in test_selection_warnings(cfgs[0]):
