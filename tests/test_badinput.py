@@ -393,7 +393,8 @@ def test_resume_may_add_epochs_and_refuses_other_changes(capsys, run_copy):
 
 
 def test_resume_refuses_more_epochs_for_a_schedule_fixed_to_them():
-    from tinyvision.config import RunConfig, resume_config
+    from tinyvision.config import RunConfig
+    from tinyvision.config_resume import resume_config
     from tinyvision.errors import ConfigError
 
     onecycle = RunConfig(schedule="onecycle", epochs=5)

@@ -20,9 +20,9 @@ from .errors import ConfigError, UnknownNameError
 from .yamlfile import YamlError, clip, load_yaml, read_yaml_file
 
 Optimizer = Literal["sgd", "adam", "adamw", "adamax", "adadelta"]
-Schedule = Literal["none", "exponential", "step", "cosine", "onecycle"]
+Schedule = Literal["none", "exponential", "step", "cosine", "onecycle", "plateau"]
 Init = Literal["default", "xavier", "kaiming", "normal"]
-Precision = Literal["auto", "fp32", "bf16"]  # resolved by runtime.autocast_dtype
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: measured (probe.py); fp16: GPUs, with a gradient scaler
 Activation = Literal["relu", "sigmoid", "tanh", "gelu", "none"]  # none: no nonlinearity
 NORMALIZE_MODES = ("dataset", "none", "unit")
 LOSSES = ("cross_entropy", "mse", "nll")  # training.losses; a Python callable is recorded as "python:NAME"
@@ -72,6 +72,10 @@ class RunConfig(BaseModel):
         0, ge=0, description="seeds the validation carve; fixed, so that seeds vary only training")
     train_subset: Optional[int] = Field(
         None, ge=1, description="train on the first N training images only; None = all")
+    cv_folds: Optional[int] = Field(
+        None, ge=2, le=100, description="k-fold cross-validation: train + validation images in this many folds, "
+                                        "cv_fold the one validated on (the test split untouched); None = off")
+    cv_fold: Optional[int] = Field(None, ge=0, description="which fold (0 to cv_folds - 1) validates")
     image_size: Optional[int] = Field(
         None, ge=4, le=512, description="pixels per side (folder: datasets only)")
     channels: Optional[Literal[1, 3]] = Field(
@@ -116,8 +120,12 @@ class RunConfig(BaseModel):
     schedule: Schedule = Field("none", description="learning-rate schedule")
     gamma: float = Field(
         0.95, gt=0.0, le=1.0,
-        description="lr factor per epoch (exponential) or per step_size epochs (step)")
+        description="lr factor per epoch (exponential), per step_size epochs (step), or per plateau (plateau)")
     step_size: int = Field(10, ge=1, description="epochs between step decays")
+    plateau_patience: int = Field(
+        3, ge=1, description="plateau: epochs without a lower validation NLL before the lr is multiplied by gamma")
+    clip_grad_norm: Optional[float] = Field(
+        None, gt=0.0, description="clip the gradients' total norm (each run's own) to this before each step; None = off")
     loss: str = Field(
         "cross_entropy", description="training loss: cross_entropy (softmax, with label_smoothing), mse (squared "
                                      "error of softmax outputs against one-hot targets), nll (outputs that are "
@@ -140,6 +148,10 @@ class RunConfig(BaseModel):
                                 "None = per-epoch metrics only")
     tta: bool = Field(
         False, description="test-time augmentation at evaluation: 1-px shifts, + mirror with flip augment")
+    top_k: int = Field(5, ge=1, le=1000, description="top-k accuracy in the test metrics (k at most the classes)")
+    calibration_bins: int = Field(
+        15, ge=2, le=1000, description="equal-width confidence bins of the expected calibration error and "
+                                       "the reliability diagram")
 
     # execution
     seed: int = Field(0, ge=0, lt=2**63, description="random seed (weights, order, augmentation)")
@@ -205,6 +217,10 @@ class RunConfig(BaseModel):
     def _consistent(self) -> "RunConfig":
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer=sgd and momentum > 0")
+        if (self.cv_folds is None) != (self.cv_fold is None):
+            raise ValueError("cv_folds and cv_fold go together (cv_fold from 0 to cv_folds - 1)")
+        if self.cv_folds is not None and self.cv_fold >= self.cv_folds:
+            raise ValueError(f"cv_fold {self.cv_fold} is beyond cv_folds {self.cv_folds} (0 to {self.cv_folds - 1})")
         return self
 
     @property
@@ -344,35 +360,6 @@ def requested_values(path: str | Path | None = None, overrides: list[str] | None
         check_fields({k: values[k] for k in layer if k in values})  # about to be replaced
         values.update(layer)
     return values
-
-
-# fields that may change when a run is resumed: where the data is and how many threads run; and
-# epochs may grow where the schedule's state does not depend on the number of epochs
-RESUME_MAY_CHANGE = ("data_dir", "threads")
-_EPOCH_FREE_SCHEDULES = ("none", "exponential", "step")
-
-
-def resume_config(saved: RunConfig, requested: dict[str, Any], run: str | Path = "RUN") -> RunConfig:
-    """The config to resume a run with: `saved` (its config.yaml) with `requested` applied where
-    that cannot change what the checkpoint holds (RESUME_MAY_CHANGE, and more epochs for a
-    schedule that does not depend on them); anything else is a ConfigError naming each change."""
-    if not requested:
-        return saved
-    check_fields(requested)
-    new = make_config({**saved.model_dump(), **requested})
-    changed = [k for k in RunConfig.model_fields if getattr(new, k) != getattr(saved, k)]
-    refused = [k for k in changed if k not in RESUME_MAY_CHANGE and k != "epochs"]
-    why = ""
-    if "epochs" in changed and new.epochs < saved.epochs:
-        refused, why = ["epochs", *refused], "; epochs may only grow"
-    elif "epochs" in changed and saved.schedule not in _EPOCH_FREE_SCHEDULES:
-        refused, why = ["epochs", *refused], f"; schedule {saved.schedule} is fixed to {saved.epochs} epochs"
-    if refused:
-        listed = ", ".join(f"{k} {clip(getattr(saved, k), 40)} -> {clip(getattr(new, k), 40)}" for k in refused)
-        raise ConfigError(f"--resume continues {run} with its own config; cannot change {listed}{why} "
-                          f"(allowed: more epochs, {', '.join(RESUME_MAY_CHANGE)}); start a new run with "
-                          f"--config {Path(run) / 'config.yaml'} and the new values instead")
-    return new
 
 
 def dump_config(config: RunConfig) -> str:

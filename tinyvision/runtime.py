@@ -6,7 +6,6 @@ import importlib.util
 import os
 import shutil
 import sys
-from functools import cache
 from typing import ContextManager, Optional, get_args
 
 import torch
@@ -53,15 +52,6 @@ def has_conv(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
-@cache  # the hardware does not change: asked once per process, not per epoch
-def cpu_has_native_bf16() -> bool:
-    """oneDNN runs bf16 natively here (AVX512-BF16 or AMX); elsewhere it emulates it, slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def cuda_ampere_or_later(device: torch.device) -> bool:
     """bf16 (and TF32) tensor cores: compute capability 8.0 (Ampere) or later.
     torch.cuda.is_bf16_supported() is also true on older GPUs, which emulate bf16 (slower than fp32)."""
@@ -71,33 +61,36 @@ def cuda_ampere_or_later(device: torch.device) -> bool:
 def autocast_dtype(precision: str, device: torch.device, model: torch.nn.Module) -> Optional[torch.dtype]:
     """The autocast dtype for `precision` (None = plain fp32).
 
-    auto: bf16 on CUDA GPUs with bf16 tensor cores (compute capability >= 8.0); on a CPU with native
-    bf16 only for convolutional models, where it halves the time of the convolutions (an MLP's tiny
-    matmuls get slower from the extra casts; benchmarks/README.md); fp32 elsewhere. bf16 asked for
-    is given wherever it runs at all, emulated or not.
+    auto, when no measurement decided it (probe.py measures the candidates on this machine and
+    passes its choice here as fp32 or bf16): bf16 on CUDA GPUs with bf16 tensor cores (compute
+    capability >= 8.0), fp32 elsewhere. bf16 asked for is given wherever it runs at all, emulated
+    or not; fp16 (with a gradient scaler: training.single) only on a GPU.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"config field 'precision': unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     if precision == "fp32":
         return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("config field 'precision': fp16 is for GPUs without bf16 (a T4, say); on "
+                              f"{device.type} use fp32 or bf16")
+        return torch.float16
     if device.type == "cuda":
         if precision == "bf16":
             if not torch.cuda.is_bf16_supported():
-                raise ConfigError("config field 'precision': bf16 requested but this GPU does not support it")
+                raise ConfigError("config field 'precision': bf16 requested but this GPU does not support it; "
+                                  "use fp16 (with a gradient scaler) or fp32")
             return torch.bfloat16
         return torch.bfloat16 if cuda_ampere_or_later(device) else None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cpu" and has_conv(model) and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def precision_name(precision: str, device: torch.device, model: torch.nn.Module) -> str:
-    """What `precision` resolves to here, as recorded in result.json: "bf16" (autocast), "tf32"
-    (fp32 on CUDA with TF32 matmuls and convolutions: set_determinism) or "fp32"."""
-    if autocast_dtype(precision, device, model) is not None:
-        return "bf16"
+    """What `precision` resolves to here, as recorded in result.json: "bf16" or "fp16" (autocast),
+    "tf32" (fp32 on CUDA with TF32 matmuls and convolutions: set_determinism) or "fp32"."""
+    dtype = autocast_dtype(precision, device, model)
+    if dtype is not None:
+        return "fp16" if dtype == torch.float16 else "bf16"
     return "tf32" if device.type == "cuda" and tf32_enabled() and cuda_ampere_or_later(device) else "fp32"
 
 

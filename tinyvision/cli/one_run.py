@@ -57,7 +57,8 @@ def _resume_config(args: argparse.Namespace, run: str) -> RunConfig:
     epochs, data_dir, threads: config.resume_config; else one line saying what cannot change).
     A change is written to the run's config.yaml, under its lock, before training goes on."""
     from .. import distributed, rundir, runs
-    from ..config import requested_values, resume_config
+    from ..config import requested_values
+    from ..config_resume import resume_config
 
     state = rundir.inspect_run(run)
     if not state.is_run:

@@ -53,9 +53,9 @@ class SingleModule(TraineeBase):
         self._step.zero_grad()
         loss.backward()
         self._step()
-        with torch.no_grad():
+        with torch.no_grad():  # 0-dim: the loop's [1] sums take them as they are
             nll = loss if self.loss.reports_its_nll else F.cross_entropy(out.float(), y)
-            return nll.unsqueeze(0), (out.argmax(dim=1) == y).sum().unsqueeze(0), len(y)
+            return nll, (out.argmax(dim=1) == y).sum(), len(y)
 
     def lrs(self) -> list[float]:
         return [current_lr(self.optimizer)]
