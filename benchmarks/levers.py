@@ -22,10 +22,10 @@ import torch
 
 import tinyvision.data.loader as loader_module
 import tinyvision.models.build as model_build
-import tinyvision.pipeline as pipeline
 from benchmarks.run import CASES, tinyvision_epoch
 
-train_module = importlib.import_module("tinyvision.loop")
+build_module = importlib.import_module("tinyvision.training.build")  # the modules, not same-named functions
+single_module = importlib.import_module("tinyvision.training.single")
 
 
 @contextlib.contextmanager
@@ -64,12 +64,12 @@ class OptimizerStep:
 VARIANTS = {
     "default": lambda: contextlib.nullcontext(),
     "threads=1": lambda: {"threads": 1},
-    "NCHW (no channels_last)": lambda: patched(pipeline, "use_channels_last", lambda device, net: False),
+    "NCHW (no channels_last)": lambda: {"channels_last": False},
     "mkldnn off": lambda: patched(torch.backends.mkldnn, "enabled", False),
-    "optimizer fused": lambda: patched(pipeline, "build_optimizer", _optimizer("fused")),
-    "optimizer foreach": lambda: patched(pipeline, "build_optimizer", _optimizer("foreach")),
-    "optimizer for-loop": lambda: patched(pipeline, "build_optimizer", _optimizer("for-loop")),
-    "optimizer.step()": lambda: patched(train_module, "FusedStep", OptimizerStep),
+    "optimizer fused": lambda: patched(build_module, "build_optimizer", _optimizer("fused")),
+    "optimizer foreach": lambda: patched(build_module, "build_optimizer", _optimizer("foreach")),
+    "optimizer for-loop": lambda: patched(build_module, "build_optimizer", _optimizer("for-loop")),
+    "optimizer.step()": lambda: patched(single_module, "FusedStep", OptimizerStep),
     "compile": lambda: {"compile": True},
     "precision fp32": lambda: {"precision": "fp32"},
     "precision bf16": lambda: {"precision": "bf16"},

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import torch
@@ -27,10 +28,13 @@ from tinyvision import make_config, summarize
 from tinyvision.data.loader import DeviceLoader
 from tinyvision.evaluate import predict_loader
 from tinyvision.models import create_model
-from tinyvision.pipeline import build
-from tinyvision.runtime import (configure_threads, cpu_has_native_bf16, cuda_ampere_or_later, precision_name,
-                                resolve_device, set_determinism)
-from tinyvision.loop import Hooks, SingleRun, train_epoch
+from tinyvision.pipeline import prepare
+from tinyvision.runtime import (configure_threads, cuda_ampere_or_later, precision_name, resolve_device,
+                                set_determinism)
+from tinyvision.training.loop import train_epoch
+
+from .machine import describe_machine
+from .side_by_side import _Marks
 
 DEFAULT_THREADS = torch.get_num_threads()  # what a plain script gets; restored before each baseline
 TARGETS = {"lenet": 4.0, "mlp-40-40": 15.0}  # epoch speed-up over the per-sample pipeline
@@ -85,30 +89,22 @@ def tinyvision_epoch(case: dict, data_dir: str, steps: Optional[int], warmup: in
     steps=None: a whole epoch, warm-up included. Else steps [warmup, warmup+steps) are timed
     and scaled to the epoch's length.
     """
-    setup = build(make_config(dataset="mnist", data_dir=data_dir, epochs=1, **{"device": device, **case}))
-    total = len(setup.train_loader)
-    marks: dict[int, float] = {}
-    stop_after = None if steps is None else warmup + steps
-
-    def progress(epoch: int, n: int):
-        def tick() -> None:
-            if len(marks) + 1 in (warmup, stop_after):  # the two marks that are read: sync there only
-                sync(setup.device)
-            marks[len(marks) + 1] = time.perf_counter()
-        return tick
-
-    hooks = Hooks(progress=progress, should_stop=lambda: stop_after is not None and len(marks) >= stop_after)
-    sync(setup.device)  # the full-epoch timer starts inside train_epoch (and ends on a host sync)
-    rows = train_epoch(SingleRun(setup.state, setup.train_loader, setup.val_loader, setup.cfg), hooks)
+    trainee, data = prepare([make_config(dataset="mnist", data_dir=data_dir, epochs=1, **{"device": device, **case})])
+    total = trainee.steps_per_epoch()
+    marks = _Marks(warmup + steps if steps is not None else total + 1)
+    sync(trainee.device)  # the full-epoch timer starts inside train_epoch (and ends on a host sync)
+    rows = train_epoch(trainee, marks.stop, marks)
     if rows == []:
         raise RuntimeError(f"{case}: the run diverged in its timed epoch")
     if rows is None:  # stopped after warmup + steps
-        seconds, timed = marks[stop_after] - marks[warmup], steps
+        seconds, timed = marks.times[-1] - marks.times[warmup - 1], steps
     else:
         seconds, timed = rows[0]["seconds"], total
+    cfg = trainee.members[0].cfg
     return {"seconds": seconds * total / timed, "timed_steps": timed, "steps": total,
-            "samples": setup.train_loader.samples_per_rank(), "setup": setup,
-            "precision": precision_name(setup.cfg.precision, setup.device, setup.net)}
+            "samples": trainee.loader.samples_per_rank(),
+            "setup": SimpleNamespace(trainee=trainee, data=data, device=trainee.device, net=trainee.net, cfg=cfg),
+            "precision": precision_name(cfg.precision, trainee.device, trainee.net)}
 
 
 def per_sample_epoch(case: dict, setup: Any, data_dir: str, steps: Optional[int], warmup: int) -> dict[str, Any]:
@@ -135,10 +131,11 @@ def per_sample_epoch(case: dict, setup: Any, data_dir: str, steps: Optional[int]
 
 def eval_throughput(setup: Any, repeats: int = 3) -> float:
     """Images per second of predict_loader over the MNIST test split (best of `repeats`)."""
-    loader = DeviceLoader(setup.data.test, setup.cfg.eval_batch_size, device=setup.device, norm=setup.norm,
-                          channels_last=setup.train_loader.channels_last)
-    best = min(predict_loader(setup.state.model, loader).seconds for _ in range(repeats))
-    return len(setup.data.test.labels) / best
+    trainee, data = setup.trainee, setup.data
+    loader = DeviceLoader(data.test, setup.cfg.eval_batch_size, device=trainee.device,
+                          norm=trainee.loader.norm, channels_last=trainee.loader.channels_last)
+    best = min(predict_loader(trainee.model, loader).seconds for _ in range(repeats))
+    return len(data.test.labels) / best
 
 
 def time_to_accuracy(mode: str, recipe: str, data_dir: str, device: torch.device,
@@ -169,6 +166,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                    help="device of tinyvision, the baseline and the matmul peak alike: auto, cpu, cuda, "
                         "cuda:N (default: auto)")
     args = p.parse_args(argv)
+    print(describe_machine(args.device), flush=True)
     device = resolve_device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -179,8 +177,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     out["peak_gflops"] = peak_gflops(device=device)
     # emulated bf16 (a CPU without AVX512-BF16/AMX, a GPU before Ampere) is no peak, and its 2048^3
     # product can take a minute: not measured there (None)
-    native_bf16 = cpu_has_native_bf16() if device.type == "cpu" else (
-        device.type == "cuda" and cuda_ampere_or_later(device))
+    native_bf16 = device.type == "cpu" and bf16_is_native() or (device.type == "cuda" and cuda_ampere_or_later(device))
     out["peak_gflops_bf16"] = peak_gflops(dtype=torch.bfloat16, device=device) if native_bf16 else None
     if device.type == "cuda":  # what tinyvision's fp32 runs on there (runtime.set_determinism)
         out["peak_gflops_tf32"] = peak_gflops(device=device, tf32=True)
@@ -225,6 +222,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
     return out
+
+
+def bf16_is_native() -> bool:
+    """AVX512-BF16 or AMX on this CPU (a peak in emulated bf16 would take minutes: not measured)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _machine(device: torch.device) -> dict[str, Any]:

@@ -21,6 +21,9 @@ if not GPU_TESTS:
 # as the `tinyvision` command sets it (cli.entry): cuBLAS reads it once, when CUDA starts
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 os.environ["TINYVISION_OFFLINE"] = "1"  # no test may reach the network
+# auto settings are not measured in tests (probe.py): a test must not depend on one CPU's speed
+# (bf16 is faster on one CPU kind, slower on another); a test of the probe turns it on itself
+os.environ["TINYVISION_PROBE"] = "0"
 
 # Property tests explore new random inputs on every local run (that is how they find bugs); CI
 # (TINYVISION_CI=1, set by .ci/run) replays a fixed sequence so that a landing is reproducible.

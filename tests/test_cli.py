@@ -371,7 +371,7 @@ def test_evaluate_reproduces_the_test_accuracy(capsys, digits_run):
     assert float(m.group(3)) / 100 == pytest.approx(test["accuracy"], abs=1 / 447 + 5e-5 + 1e-9)
     assert float(m.group(3)) + float(m.group(4)) == pytest.approx(100.0, abs=0.011)
     # then the most confused pairs: "  T taken for P: N", as in result.json
-    pairs = [re.fullmatch(r"  (\S+) taken for (\S+): (\d+)", line).groups() for line in lines[1:]]
+    pairs = [m.groups() for line in lines[1:] if (m := re.fullmatch(r"  (\S+) taken for (\S+): (\d+)", line))]
     assert pairs == [(p["true"], p["predicted"], str(p["count"])) for p in test["most_confused"]]
 
     from tinyvision.inference import evaluate_run  # the unrounded number behind the line

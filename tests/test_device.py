@@ -1,6 +1,6 @@
 """Device paths: one GPU per torchrun process (else a one-line refusal), the process group left at
 exit, the CLI's cuBLAS setting; and, on a GPU (`gpu` marker, TINYVISION_GPU_TESTS=1), CUDA against
-the CPU and FusedStep against optimizer.step() on CUDA.
+the CPU, FusedStep against optimizer.step() on CUDA, and fp16 with its gradient scaler (resumed).
 
 The CPU tests stand in for a GPU with monkeypatched torch.cuda functions: nothing here touches CUDA.
 """
@@ -204,6 +204,35 @@ def test_fused_step_on_cuda_is_bit_identical_to_optimizer_step(optimizer_name) -
     for key, values in expected_state["state"].items():
         for field, value in values.items():
             assert torch.equal(value, got_state["state"][key][field]), (key, field)
+
+
+@pytest.mark.gpu
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_bit_identically(tmp_path, monkeypatch) -> None:
+    """precision=fp16 (a T4's mixed precision): float16 autocast with torch.amp.GradScaler, the
+    gradients unscaled before clipping; the scaler's state is in the checkpoint, so a run stopped
+    mid-epoch and resumed ends as the uninterrupted one (deterministic kernels)."""
+    import math
+
+    from test_resume import metrics, stop_after
+
+    from tinyvision.files import load_state
+
+    cfg = dict(dataset="digits", model="digits-cnn", epochs=3, batch_size=32, seed=5, train_subset=480, val_size=200,
+               device="cuda", precision="fp16", deterministic=True, clip_grad_norm=1.0, lr=3e-3)
+    whole = tv.train(cfg, run_dir=tmp_path / "whole", quiet=True)
+    assert whole["status"] == "completed" and whole["precision"] == "fp16"
+    assert math.isfinite(whole["test"]["loss"]) and whole["test"]["accuracy"] > 0.3
+    with monkeypatch.context() as patch:
+        stop_after(patch, 15 + 1 + 6)  # step 6 of epoch 2 (15 steps an epoch)
+        assert tv.train(cfg, run_dir=tmp_path / "resumed", quiet=True)["status"] == "interrupted"
+    scaler = load_state(tmp_path / "resumed" / runs.CHECKPOINT)["entries"][0]["scaler"]
+    assert scaler["scale"] > 0 and scaler["_growth_tracker"] >= 0
+    resumed = tv.train(cfg, run_dir=tmp_path / "resumed", quiet=True, resume=True)
+    assert resumed["status"] == "completed"
+    mine, ref = (load_weights(tmp_path / name / runs.WEIGHTS)[0] for name in ("resumed", "whole"))
+    assert all(torch.equal(mine[k], ref[k]) for k in ref)
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "whole")
+    assert resumed["test"]["loss"] == whole["test"]["loss"]
 
 
 @pytest.mark.gpu

@@ -81,6 +81,13 @@ def test_run_figures_are_the_reports_with_the_runs_data(run: RunResult) -> None:
     worst = run.plot_mistakes(n=4)
     assert all("true" in ax.get_title() and "%" in ax.get_title() for ax in worst.axes if ax.images)
 
+    reliability, counts = run.plot_reliability().axes
+    cal = run["test"]["calibration"]
+    heights = [bar.get_height() for bar in reliability.containers[0]]  # accuracy per non-empty bin
+    assert np.allclose(heights, [100 * a for a, n in zip(cal["accuracy"], cal["count"]) if n])
+    assert sum(bar.get_height() for bar in counts.containers[0]) == 447
+    assert reliability.get_title() == f"Reliability diagram: {run.name}"
+
 
 def test_run_data_as_dataframes(run: RunResult) -> None:
     metrics = run.metrics
@@ -89,6 +96,10 @@ def test_run_data_as_dataframes(run: RunResult) -> None:
     results = run.results
     assert results.shape[0] == 1 and results["test_accuracy"].iloc[0] == run["test"]["accuracy"]
     assert run.per_class["support"].sum() == 447 == run.confusion.to_numpy().sum()
+    assert list(run.per_class.columns) == ["precision", "recall", "f1", "support"]
+    assert np.allclose(run.per_class["f1"], run["test"]["per_class"]["f1"])
+    assert results["test_macro_f1"].iloc[0] == run["test"]["macro_f1"]
+    assert results["test_ece"].iloc[0] == run["test"]["ece"]
     assert list(run.confusion.index) == run["classes"] and run.confusion.columns.name == "predicted"
 
 

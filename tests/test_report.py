@@ -200,6 +200,25 @@ def test_log_axis_rule(axis, values, log) -> None:
     assert use_log_axis(axis, values) is log
 
 
+def test_comparison_bars_are_the_bounded_interval_of_the_mean() -> None:
+    seeds = {"near 100%": [0.99, 0.96, 0.995], "middle": [0.6, 0.7, 0.65]}
+    points = [PointRecord(name, name, {"model": name},
+                          [RunRecord(Path("x"), [], {"status": "completed", "params": 1000 * (i + 1),
+                                                     "test": {"accuracy": a}}) for a in accs])
+              for i, (name, accs) in enumerate(seeds.items())]
+    (ax,) = plot_comparison(points).axes
+    for container, accs in zip(ax.containers, seeds.values()):
+        bounded = summarize(accs, kind="proportion")  # Student t on the logit scale
+        (segment,) = container.lines[2][0].get_segments()
+        np.testing.assert_allclose(segment[:, 1], [100 * bounded.ci_low, 100 * bounded.ci_high])
+        assert bounded.ci_high <= 1
+    near = summarize(seeds["near 100%"], kind="proportion")
+    assert near.ci_high - near.mean < near.mean - near.ci_low  # asymmetric: squeezed towards 100%
+    single = PointRecord("one", "one", {"model": "one"}, [points[0].runs[0]])
+    (ax,) = plot_comparison([single]).axes
+    assert not ax.containers[0].lines[2]  # one seed: no interval, no bar
+
+
 def test_comparison_plots_test_accuracy_against_parameters(compare_dir) -> None:
     exp = read_experiment(compare_dir)
     fig = plot_comparison(exp.points)
@@ -229,6 +248,63 @@ def test_confusion_heatmap_holds_the_matrix_and_class_accuracy(run_dir) -> None:
     widths = [p.get_width() for p in bars.patches]
     np.testing.assert_allclose(widths, [100 * r for r in result["test"]["per_class"]["recall"]])
     assert bars.get_xlabel() == "accuracy (%)"
+
+
+def test_reliability_diagram_holds_the_runs_bins(run_dir) -> None:
+    from tinyvision.report.calibration import plot_reliability, reliability_data
+
+    result = runs.read_result(run_dir)
+    cal = result["test"]["calibration"]
+    data = reliability_data(result)
+    assert data == {"ece": result["test"]["ece"], **cal}
+    ax, hist = plot_reliability(data).axes
+    full = [b for b in range(cal["bins"]) if cal["count"][b]]
+    accuracy, gap = ax.containers[:2]
+    np.testing.assert_allclose([bar.get_height() for bar in accuracy], [100 * cal["accuracy"][b] for b in full])
+    np.testing.assert_allclose([bar.get_x() + bar.get_width() / 2 for bar in accuracy],
+                               [100 * (b + 0.5) / cal["bins"] for b in full])
+    np.testing.assert_allclose([bar.get_height() for bar in gap],
+                               [100 * abs(cal["accuracy"][b] - cal["confidence"][b]) for b in full])
+    np.testing.assert_allclose([bar.get_height() for bar in hist.containers[0]], [cal["count"][b] for b in full])
+    assert f"ECE {100 * result['test']['ece']:.2f}% ({cal['bins']} bins)" in [t.get_text() for t in ax.texts]
+    assert ax.get_ylabel() == "accuracy (%)" and hist.get_xlabel().startswith("confidence (%)")
+
+
+def test_a_run_written_before_calibration_and_the_grid_were_kept(run_dir, tmp_path) -> None:
+    """result.json without test.calibration: the diagram from predictions.safetensors' probabilities;
+    predictions without the grid: no data section, and nothing reported missing."""
+    from tinyvision.evaluate import calibration
+    from tinyvision.files import save_state
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old, ignore=shutil.ignore_patterns("plots", "report.*"))
+    result = runs.read_result(old)
+    for key in ("calibration", "ece", "macro_f1", "top_k", "top_k_accuracy"):
+        del result["test"][key]
+    del result["test"]["per_class"]["f1"]
+    runs.write_result(old, result)
+    pred = runs.read_predictions(old)
+    save_state(old / runs.PREDICTIONS, {"probs": pred.probs, "labels": pred.labels, "index": pred.index,
+                                        "images": pred.images, "classes": list(pred.classes)})
+    _, md_path = write_report(old)  # raises IncompleteReport if it missed a file
+    md = md_path.read_text()
+    assert "plots/data_grid.png" not in md and "plots/reliability.png" in md
+    ece = calibration(pred.probs, pred.labels, 15).ece
+    assert ece == pytest.approx(runs.read_result(run_dir)["test"]["ece"])
+    assert f"{100 * ece:.2f}%, from the probabilities in predictions.safetensors." in md
+    p, r = runs.read_result(run_dir)["test"]["per_class"]["precision"][0], result["test"]["per_class"]["recall"][0]
+    assert "| F1 |" in md and f"| {100 * 2 * p * r / (p + r):.2f}% |" in md  # F1 from precision and recall
+
+
+def test_the_data_grid_is_drawn_from_the_runs_predictions(run_dir) -> None:
+    from tinyvision.report.dataset import plot_labelled_grid
+
+    pred = runs.read_predictions(run_dir)
+    fig = plot_labelled_grid(pred.grid_images, pred.grid_labels, pred.grid_classes)
+    assert len(fig.axes) == len(pred.grid_labels) == 64
+    assert [ax.get_title() for ax in fig.axes] == [pred.grid_classes[int(i)] for i in pred.grid_labels]
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(),
+                               pred.grid_images[0, 0].numpy() / float(pred.grid_images.max()), rtol=1e-6)
 
 
 def test_prediction_grid_marks_mistakes_in_red() -> None:
@@ -359,12 +435,15 @@ def test_write_report_for_a_run(run_dir) -> None:
     html, md = html_path.read_text(), md_path.read_text()
     pngs = check_html(html)
     plots = check_markdown_plots(run_dir, md)
-    assert plots == ["plots/learning_curves.png", "plots/confusion.png", "plots/predictions.png",
-                     "plots/mistakes.png"]
+    assert plots == ["plots/data_grid.png", "plots/learning_curves.png", "plots/confusion.png",
+                     "plots/reliability.png", "plots/predictions.png", "plots/mistakes.png"]
     assert [(run_dir / p).read_bytes() for p in plots] == pngs  # the same pictures in both files
     result = runs.read_result(run_dir)
     assert f"| test accuracy | {100 * result['test']['accuracy']:.2f}% |" in md
-    assert "| class | precision | recall (class accuracy) | test images |" in md
+    assert "| class | precision | recall (class accuracy) | F1 | test images |" in md
+    assert f"| test macro-F1 | {100 * result['test']['macro_f1']:.2f}% |" in md
+    assert f"| test ECE (15 bins) | {100 * result['test']['ece']:.2f}% |" in md
+    assert f"Expected calibration error (ECE, the image-weighted mean gap): {100 * result['test']['ece']:.2f}%." in md
     assert "| true class | predicted as | count | share of true class |" in md
     assert "| fc1 | Linear | 128 | 8,320 | 8,192 |" in md  # the per-layer table (64*128 + 128)
     assert "| total |  | 1x8x8 in | 23,146 | 22,848 |" in md

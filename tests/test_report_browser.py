@@ -178,7 +178,7 @@ def make_experiment(root: Path) -> Path:
     return root
 
 
-def check_page(browser: Chromium, page: Path, screenshot: Path, min_images: int) -> None:
+def check_page(browser: Chromium, page: Path, screenshot: Path, min_images: int) -> dict[str, Any]:
     seen = render(browser, page, screenshot)
     assert errors_in(seen["events"]) == []
     foreign = [u for u in requested_urls(seen["events"]) if not u.startswith(("file:", "data:"))]
@@ -187,13 +187,17 @@ def check_page(browser: Chromium, page: Path, screenshot: Path, min_images: int)
     for complete, width, alt in seen["images"]:
         assert complete and width > 0, f"image {alt!r} did not load"
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and seen["height"] > 900
+    return seen
 
 
 def test_run_report_renders_in_chromium(browser, tmp_path) -> None:
     run_dir = tmp_path / "run"
     tv.train(dict(dataset="digits", model="digits-mlp", epochs=3, threads=1), run_dir=run_dir, quiet=True)
     html, _ = write_report(run_dir)
-    check_page(browser, html, tmp_path / "run-report.png", min_images=4)
+    seen = check_page(browser, html, tmp_path / "run-report.png", min_images=6)
+    decoded = {alt.split(":")[0].split(",")[0]: width for _, width, alt in seen["images"]}
+    # the reliability diagram and the training images the run kept, decoded at the size they were drawn
+    assert decoded["Reliability diagram"] == 650 and decoded["Training images"] > 500
 
 
 def test_experiment_report_renders_in_chromium(browser, tmp_path) -> None:

@@ -36,6 +36,10 @@ CASES = {
                                        precision="bf16", schedule="exponential"),
     "cnn-adamax-fp32": dict(model="cnn:8-16/k3/fc32", optimizer="adamax", lr=2e-3, precision="fp32",
                             augment="translate"),
+    # never better after epoch 1 (min_delta 100): the lr halves after epoch 3, after the resume; clipped
+    "mlp-sgd-fp32-plateau-clip": dict(model="digits-mlp", optimizer="sgd", momentum=0.9, lr=0.05, precision="fp32",
+                                      schedule="plateau", plateau_patience=1, gamma=0.5, min_delta=100.0,
+                                      restore_best=False, clip_grad_norm=0.1, epochs=4),
 }
 
 
@@ -59,7 +63,7 @@ def metrics(run_dir) -> list[dict]:
             for row in runs.read_metrics(run_dir)]
 
 
-QUICK = {"mlp-adam-fp32-onecycle", "cnn-adam-fp32-onecycle"}  # in the quick loop; the rest in the full suite
+QUICK = {"mlp-adam-fp32-onecycle", "cnn-adam-fp32-onecycle", "mlp-sgd-fp32-plateau-clip"}  # the rest: full suite
 
 
 @pytest.mark.parametrize("case", [c if c in QUICK else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
@@ -79,6 +83,8 @@ def test_stopped_mid_epoch_then_resumed_is_bit_identical(tmp_path, monkeypatch, 
     assert all(torch.equal(mine[k], ref[k]) for k in ref), case
     assert metrics(tmp_path / "resumed") == metrics(tmp_path / "whole")
     assert {**resumed["test"], "seconds": 0} == {**whole["test"], "seconds": 0}
+    if cfg.get("schedule") == "plateau":  # the reduction the checkpoint's scheduler state led to
+        assert [row["lr"] for row in metrics(tmp_path / "resumed")] == [0.05, 0.05, 0.05, 0.025]
 
 
 # --- the kernel behaviour the resume depends on ---------------------------------------------------

@@ -28,7 +28,10 @@ _LAZY = {  # public name -> the module that defines it
     # pipeline.train and experiments.compare, returning results that show themselves in a notebook
     "ExperimentResult": "notebook", "RunResult": "notebook", "compare": "notebook", "load": "notebook",
     "run": "notebook", "train": "notebook",
-    "show": "dataview", "DatasetView": "dataview",  # a look at a dataset: counts, value ranges, a grid
+    "lr_find": "notebook",  # the learning-rate range test; its curve shows itself in a notebook
+    "show": "dataview", "DatasetView": "dataview",
+    "cross_validate": "experiments.runner",  # k-fold cross-validation (--folds K)  # a look at a dataset: counts, value ranges, a grid
+    "TinyVisionClassifier": "sklearn_api",  # scikit-learn's fit/predict over tinyvision's training
 }
 
 __all__ = sorted(["ConfigError", "DataError", "SpecError", "TinyVisionError", "UnknownNameError", *_LAZY])

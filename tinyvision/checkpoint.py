@@ -119,7 +119,7 @@ def _restore_member(member: "Member", entry: dict[str, Any]) -> None:
     member.best_loss = float(member.best_loss)
     if entry["outcome"] is not None:
         member.outcome = Outcome(*entry["outcome"])
-        member.record = {key: entry[key] for key in ("model", "optimizer", "scheduler")}
+        member.record = {key: entry[key] for key in ("model", "optimizer", "scheduler", "scaler") if key in entry}
         member.final_state = {"best": member.best_state, "last": entry["model"]}.get(entry["final"] or "")
 
 

@@ -120,7 +120,8 @@ class RunConfig(BaseModel):
     schedule: Schedule = Field("none", description="learning-rate schedule")
     gamma: float = Field(
         0.95, gt=0.0, le=1.0,
-        description="lr factor per epoch (exponential), per step_size epochs (step), or per plateau (plateau)")
+        description="lr factor per epoch (exponential), per step_size epochs (step), or per plateau (plateau: "
+                    "0.1 to 0.5 is usual; the default suits exponential)")
     step_size: int = Field(10, ge=1, description="epochs between step decays")
     plateau_patience: int = Field(
         3, ge=1, description="plateau: epochs without a lower validation NLL before the lr is multiplied by gamma")
@@ -156,11 +157,14 @@ class RunConfig(BaseModel):
     # execution
     seed: int = Field(0, ge=0, lt=2**63, description="random seed (weights, order, augmentation)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads; None = all cores")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads; None = auto: measured (probe.py), else all cores")
+    channels_last: Optional[bool] = Field(
+        None, description="NHWC memory layout for convolutional models; None = auto: measured (probe.py)")
     compile: bool = Field(False, description="torch.compile the model")
     precision: Precision = Field(
         "auto",
-        description="auto: bf16 autocast where it pays (runtime.autocast_dtype); fp32 or bf16 force it")
+        description="auto: the faster of fp32 and bf16 autocast, measured on this machine (probe.py); fp32, bf16 "
+                    "or fp16 (GPUs, with a gradient scaler) force it")
     deterministic: bool = Field(False, description="torch deterministic algorithms (GPU)")
     eval_batch_size: int = Field(1024, ge=1, description="batch size at evaluation")
 
@@ -219,6 +223,9 @@ class RunConfig(BaseModel):
             raise ValueError("nesterov needs optimizer=sgd and momentum > 0")
         if (self.cv_folds is None) != (self.cv_fold is None):
             raise ValueError("cv_folds and cv_fold go together (cv_fold from 0 to cv_folds - 1)")
+        if self.cv_folds is not None and self.val_size is not None:
+            raise ValueError("val_size does not apply with cv_folds: each fold of the train and validation "
+                             "images validates in turn; leave val_size unset")
         if self.cv_folds is not None and self.cv_fold >= self.cv_folds:
             raise ValueError(f"cv_fold {self.cv_fold} is beyond cv_folds {self.cv_folds} (0 to {self.cv_folds - 1})")
         return self

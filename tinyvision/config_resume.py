@@ -12,7 +12,7 @@ from .yamlfile import clip
 # fields that may change when a run is resumed: where the data is and how many threads run; and
 # epochs may grow where the schedule's state does not depend on the number of epochs
 RESUME_MAY_CHANGE = ("data_dir", "threads")
-_EPOCH_FREE_SCHEDULES = ("none", "exponential", "step")
+_EPOCH_FREE_SCHEDULES = ("none", "exponential", "step", "plateau")
 
 
 def resume_config(saved: RunConfig, requested: dict[str, Any], run: str | Path = "RUN") -> RunConfig:

@@ -1,14 +1,17 @@
-"""Evaluation: loss and accuracy of a model on a split, per-class metrics, confusion matrix."""
+"""Evaluation: loss and accuracy of a model on a split; per-class precision, recall and F1,
+macro-F1, top-k accuracy, calibration (ECE and the reliability diagram's bins), confusion matrix."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from .data.loader import DeviceLoader
+from .errors import ConfigError
 from .runtime import autocast, autocast_dtype
 
 
@@ -111,21 +114,27 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
 
 @dataclass
 class ClassReport:
-    """Test-set metrics beyond loss and accuracy."""
+    """Test-set metrics beyond loss and accuracy: per class (in the classes' order) and overall."""
 
     confusion: list[list[int]]
     precision: list[float]
     recall: list[float]  # = per-class accuracy
+    f1: list[float]
     support: list[int]
+    macro_f1: float  # over the classes found in the labels or the predictions (scikit-learn's "macro")
     most_confused: list[dict] = field(default_factory=list)
 
 
 def class_report(pred: Predictions, classes: tuple[str, ...], top: int = 5) -> ClassReport:
+    """Per-class precision, recall and F1 (scikit-learn's; 0 where a class is never predicted or
+    never true), macro-F1, the confusion matrix and its `top` most frequent mistakes."""
+    from sklearn.metrics import f1_score, precision_recall_fscore_support  # only when a run is tested
+
     k = len(classes)
     cm = confusion_matrix(pred.labels, pred.predicted, k)
-    tp = cm.diag().double()
-    precision = (tp / cm.sum(dim=0).clamp_min(1)).tolist()
-    recall = (tp / cm.sum(dim=1).clamp_min(1)).tolist()
+    y, y_hat = pred.labels.numpy(), pred.predicted.numpy()
+    precision, recall, f1, _ = precision_recall_fscore_support(y, y_hat, labels=list(range(k)), zero_division=0)
+    macro = float(f1_score(y, y_hat, average="macro", zero_division=0)) if len(y) else 0.0
     off = cm.clone()
     off.fill_diagonal_(0)
     pairs = []
@@ -135,12 +144,92 @@ def class_report(pred: Predictions, classes: tuple[str, ...], top: int = 5) -> C
             break
         pairs.append({"true": classes[true], "predicted": classes[predicted],
                       "count": int(off[true, predicted])})
-    return ClassReport(cm.tolist(), precision, recall, cm.sum(dim=1).tolist(), pairs)
+    return ClassReport(cm.tolist(), precision.tolist(), recall.tolist(), f1.tolist(), cm.sum(dim=1).tolist(),
+                       macro, pairs)
 
 
 def split_metrics(pred: Predictions) -> dict[str, float]:
     acc = pred.accuracy
     return {"loss": pred.loss, "accuracy": acc, "error": 1.0 - acc, "seconds": pred.seconds}
+
+
+def top_k_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[int, float]:
+    """(k, the share of images whose true class is among the k most probable): scikit-learn's
+    top_k_accuracy_score. A k above the class count is clipped to it (the score is then 1.0); k < 1
+    is a ConfigError."""
+    from sklearn.metrics import top_k_accuracy_score
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"top_k must be a whole number >= 1, got {k!r}")
+    classes = probs.shape[1]
+    k = min(k, classes)
+    if not len(labels):
+        return k, 0.0
+    if k == classes:  # every class is among the k (scikit-learn would warn that this says nothing)
+        return k, 1.0
+    scores = probs[:, 1] if classes == 2 else probs  # scikit-learn takes one column for two classes
+    return k, float(top_k_accuracy_score(labels.numpy(), scores.double().numpy(), k=k, labels=list(range(classes))))
+
+
+@dataclass
+class Calibration:
+    """How far the predicted class's probability (confidence) is from the accuracy, over `bins`
+    equal-width confidence bins: (0, 1/B], (1/B, 2/B], ... (as scikit-learn's calibration_curve).
+
+    ece: expected calibration error, sum over bins of count/N * |accuracy - mean confidence|; the
+    per-bin lists are the reliability diagram (None for an empty bin)."""
+
+    ece: float
+    count: list[int]
+    confidence: list[Optional[float]]
+    accuracy: list[Optional[float]]
+
+    @property
+    def bins(self) -> int:
+        return len(self.count)
+
+    def record(self) -> dict[str, Any]:
+        """As result.json's test.calibration stores it (the ECE is test.ece)."""
+        return {"bins": self.bins, "count": self.count, "confidence": self.confidence, "accuracy": self.accuracy}
+
+
+def calibration(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> Calibration:
+    """Top-label calibration of (N, K) probabilities: the ECE and the reliability diagram's bins.
+    No library offers the per-bin data of a multiclass model in a public API (torchmetrics keeps it
+    private); the tests check it against scikit-learn's calibration_curve of the right/wrong flags."""
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ConfigError(f"calibration_bins must be a whole number >= 1, got {bins!r}")
+    if not len(labels):
+        return Calibration(0.0, [0] * bins, [None] * bins, [None] * bins)
+    conf, predicted = probs.double().max(dim=1)
+    conf_np = conf.numpy()
+    right = (predicted.long() == labels.long()).double().numpy()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.searchsorted(edges[1:-1], conf_np)  # as calibration_curve: right-closed bins
+    count = np.bincount(index, minlength=bins)
+    conf_sum = np.bincount(index, weights=conf_np, minlength=bins)
+    right_sum = np.bincount(index, weights=right, minlength=bins)
+    ece = float(np.abs(right_sum - conf_sum).sum() / max(len(conf_np), 1))
+
+    def means(sums: np.ndarray) -> list[Optional[float]]:
+        return [float(s / n) if n else None for s, n in zip(sums, count)]
+
+    return Calibration(ece, count.tolist(), means(conf_sum), means(right_sum))
+
+
+def metrics_record(pred: Predictions, classes: tuple[str, ...], *, top_k: int = 5, bins: int = 15) -> dict[str, Any]:
+    """Every number of a split's evaluation, as result.json's "test" holds them: loss, accuracy,
+    error, seconds, macro_f1, top_k (k, clipped to the classes) and top_k_accuracy, ece and
+    calibration (the reliability diagram's bins), per_class (precision, recall, f1, support),
+    confusion and most_confused."""
+    report = class_report(pred, classes)
+    k, top = top_k_accuracy(pred.probs, pred.labels, top_k)
+    cal = calibration(pred.probs, pred.labels, bins)
+    return {**split_metrics(pred), "macro_f1": report.macro_f1, "top_k": k, "top_k_accuracy": top,
+            "ece": cal.ece, "calibration": cal.record(),
+            "per_class": {"precision": report.precision, "recall": report.recall, "f1": report.f1,
+                          "support": report.support},
+            "confusion": report.confusion, "most_confused": report.most_confused}
 
 
 def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16) -> list[int]:

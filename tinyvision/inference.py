@@ -5,7 +5,8 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from .data import formats
 from .data.formats import IMAGE_SUFFIXES, is_image_file  # noqa: F401 - IMAGE_SUFFIXES: public name
 from .data.loader import DeviceLoader, Normalization
 from .errors import ConfigError, DataError, SpecError, TinyVisionError, UnknownNameError
-from .evaluate import class_report, predict_loader, split_metrics
+from .evaluate import metrics_record, predict_loader
 from .models.source import ModelError, ModelSource, from_record
 from .data import load_data
 from .runtime import configure_threads, resolve_device, set_determinism, use_channels_last
@@ -104,7 +105,9 @@ def _check_meta(meta: dict[str, Any], weights: Path) -> tuple[str, tuple[int, in
 def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None,
                  device: str = "auto", model: Any = None) -> dict[str, Any]:
     """Re-evaluate a saved model on one split of its dataset, the way its run evaluated: the run's
-    threads, determinism (TF32 or IEEE fp32 on CUDA), memory layout, precision and TTA."""
+    threads, determinism (TF32 or IEEE fp32 on CUDA), memory layout, precision and TTA. Returns
+    split, classes and result.json's test metrics for that split (evaluate.metrics_record: loss,
+    accuracy, macro_f1, top_k_accuracy, ece, calibration, per_class, confusion, most_confused)."""
     cfg = runs.read_config(run_dir)
     if data_dir:
         cfg = cfg.model_copy(update={"data_dir": data_dir})
@@ -124,9 +127,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | No
     loader = DeviceLoader(getattr(data, split), cfg.eval_batch_size, device=dev, norm=loaded.norm,
                           channels_last=channels_last)
     pred = predict_loader(model, loader, tta=cfg.tta, flip=cfg.flips, precision=cfg.precision)
-    report = class_report(pred, data.classes)
-    return {"split": split, **split_metrics(pred), "per_class_recall": report.recall,
-            "most_confused": report.most_confused, "classes": list(data.classes)}
+    found = metrics_record(pred, data.classes, top_k=cfg.top_k, bins=cfg.calibration_bins)
+    return {"split": split, **found, "per_class_recall": found["per_class"]["recall"], "classes": list(data.classes)}
 
 
 def collect_images(paths: Sequence[str | Path]) -> list[Path]:
@@ -176,33 +178,53 @@ def check_top(top: object, classes: int) -> int:
     return min(top, classes)
 
 
+PREDICT_BATCH = 1024  # images decoded, normalised and classified at a time
+
+
+def _decode(path: Path, shape: Sequence[int]) -> np.ndarray | str:
+    """An image file as uint8 (C, H, W), or the one-line reason it could not be read."""
+    c, h, w = shape
+    try:
+        return formats.read_image(path, (h, w), c)
+    except DataError as exc:
+        return str(exc)
+
+
 @torch.inference_mode()
-def classify_files(loaded: LoadedModel, paths: Sequence[str | Path], *, top: int = 1
+def classify_files(loaded: LoadedModel, paths: Sequence[str | Path], *, top: int = 1,
+                   progress: Optional[Callable[[int], None]] = None
                    ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """(one row per readable image: path, predicted class, probability, and the runners-up
     class_2, probability_2, ... when top > 1; (path, reason) per file that could not be read).
-    A bad file does not stop the others; a missing path or no image at all is a DataError."""
+    Images are decoded by a pool of threads (Pillow releases the GIL while it decodes) and
+    classified PREDICT_BATCH at a time; progress(n) follows each batch. A bad file does not stop
+    the others; a missing path or no image at all is a DataError."""
     files = collect_images(paths)
     shape, classes = loaded.meta["input_shape"], loaded.meta["classes"]
     k = check_top(top, len(classes))
-    images, good, failed = [], [], []
-    for f in files:
-        try:
-            images.append(read_image(f, shape, loaded.meta.get("pixel_max", 255)))
-            good.append(f)
-        except DataError as exc:
-            failed.append((str(f), str(exc)))
-    if not images:
-        return [], failed
-    probs = loaded.model(loaded.norm.apply(torch.stack(images))).softmax(dim=1)
-    values, indices = probs.topk(k, dim=1)
-    rows = []
-    for f, v, i in zip(good, values.tolist(), indices.tolist()):
-        row = {"path": str(f), "class": classes[i[0]], "probability": v[0]}
-        for rank in range(1, len(i)):
-            row[f"class_{rank + 1}"], row[f"probability_{rank + 1}"] = classes[i[rank]], v[rank]
-        rows.append(row)
+    scale = loaded.meta.get("pixel_max", 255) / 255.0  # the training data's pixel units
+    rows: list[dict[str, Any]] = []
+    failed: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        for start in range(0, len(files), PREDICT_BATCH):
+            chunk = files[start:start + PREDICT_BATCH]
+            decoded = list(pool.map(lambda f: _decode(f, shape), chunk))
+            good = [(f, a) for f, a in zip(chunk, decoded) if not isinstance(a, str)]
+            failed += [(str(f), a) for f, a in zip(chunk, decoded) if isinstance(a, str)]
+            if good:
+                x = torch.from_numpy(np.stack([a for _, a in good])).to(torch.float32) * scale
+                values, indices = loaded.model(loaded.norm.apply(x)).softmax(dim=1).topk(k, dim=1)
+                rows += [_row(f, v, i, classes) for (f, _), v, i in zip(good, values.tolist(), indices.tolist())]
+            if progress is not None:
+                progress(len(chunk))
     return rows, failed
+
+
+def _row(path: Path, values: list[float], indices: list[int], classes: Sequence[str]) -> dict[str, Any]:
+    row = {"path": str(path), "class": classes[indices[0]], "probability": values[0]}
+    for rank in range(1, len(indices)):
+        row[f"class_{rank + 1}"], row[f"probability_{rank + 1}"] = classes[indices[rank]], values[rank]
+    return row
 
 
 def format_prediction(row: dict[str, Any]) -> str:

@@ -7,9 +7,12 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .errors import ConfigError
 
-# Schedules stepped after every batch; the others are stepped once per epoch.
+# Schedules stepped after every batch; the others are stepped once per epoch (plateau with the
+# epoch's validation NLL: step_scheduler).
 PER_STEP_SCHEDULES = {"cosine", "onecycle"}
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: grads *= min(1, max_norm / (norm + CLIP_EPS))
 
 
 FUSED_ON_CPU = {"sgd", "adam", "adamw"}  # fused CPU kernels (torch >= 2.4) measure fastest here
@@ -91,7 +94,34 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig,
         return lr_sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
                                    pct_start=0.25, anneal_strategy="linear",
                                    cycle_momentum=not (cfg.optimizer == "sgd" and cfg.momentum == 0))
+    if cfg.schedule == "plateau":
+        return plateau_scheduler(optimizer, cfg)
     return None
+
+
+def plateau_scheduler(optimizer: torch.optim.Optimizer,
+                      cfg: RunConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """torch's ReduceLROnPlateau on the validation NLL, stepped once per epoch with it. An epoch
+    improves on the best as early stopping decides it (lower than the best so far minus min_delta:
+    threshold min_delta, absolute); torch counts patience: plateau_patience epochs in a row without
+    improvement are waited out, the next one multiplies the lr by gamma (then the count restarts)."""
+    if cfg.gamma >= 1.0:
+        raise ConfigError("config field 'gamma': schedule plateau multiplies the lr by gamma on a plateau; "
+                          "give gamma < 1 (0.1-0.5 is usual)")
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.gamma,
+                                                      patience=cfg.plateau_patience, threshold=cfg.min_delta,
+                                                      threshold_mode="abs")
+
+
+def step_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, val_loss: Optional[float] = None) -> None:
+    """One step of a schedule: a plateau schedule's with the epoch's validation NLL (a non-finite
+    one counts as no improvement), any other's as it is."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if val_loss is None:
+            raise ValueError("schedule plateau steps with the epoch's validation loss")
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:

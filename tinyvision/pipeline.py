@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from . import distributed, rundir, runs
+from . import distributed, probe, rundir, runs
 from .checkpoint import restore_checkpoint
 from .config import RunConfig, make_config
 from .data import ImageDataset, load_data
@@ -62,7 +62,8 @@ def train_runs(configs: Sequence[RunConfig | dict], run_dirs: Optional[Sequence[
     cfgs, source, loss_fn = resolve(configs, model, loss)
     writer = distributed.context().is_writer
     with stop_on_signals(stop) as stop, ExitStack() as held:
-        trainee, data = prepare(cfgs, source, loss_fn, data)
+        previous = runs.read_result(run_dirs[0]) if resume and run_dirs and run_dirs[0] is not None else None
+        trainee, data = prepare(cfgs, source, loss_fn, data, decided=(previous or {}).get("auto"))
         given = [Path(d) if d is not None else None for d in (run_dirs or [None] * len(cfgs))]
         dirs = _open(cfgs, given, out, resume, held) if writer else given  # other torchrun ranks only read
         rw = RunWriter(trainee, source, data, dirs if writer else [None] * len(cfgs), started=runs.now())
@@ -78,10 +79,12 @@ def train_runs(configs: Sequence[RunConfig | dict], run_dirs: Optional[Sequence[
 
 
 def prepare(configs: Sequence[RunConfig | dict], model: Any = None, loss: Any = None,
-            data: Optional[ImageDataset] = None) -> tuple[TraineeBase, ImageDataset]:
+            data: Optional[ImageDataset] = None, decided: Optional[dict[str, Any]] = None
+            ) -> tuple[TraineeBase, ImageDataset]:
     """The runs built and ready to train from their first step, nothing written (lr-find,
-    benchmarks): the runtime set up, the data loaded, the model checked, the trainee built.
-    `model` may be a resolved ModelSource."""
+    benchmarks): the runtime set up, the data loaded, the model checked, the settings left at
+    auto measured (probe.py; `decided`: a resumed run's own earlier choice, kept), the trainee
+    built. `model` may be a resolved ModelSource."""
     cfgs, source, loss_fn = resolve(configs, model, loss)
     if len(cfgs) > 1:
         plan.check_members(cfgs)
@@ -89,7 +92,11 @@ def prepare(configs: Sequence[RunConfig | dict], model: Any = None, loss: Any = 
     norm = run_normalization(cfgs[0], data)  # before loading: statistics of the config's data are cached
     data = data or load_data(cfgs[0])
     source.check(data.input_shape, data.num_classes, cfgs[0].model_overrides())  # before anything is written
-    trainee = build_trainee(cfgs, source, data, norm, device, loss_fn)
+    decision = probe.Decision.from_record(decided) if decided else probe.decide(cfgs[0], source, data, device)
+    configure_threads(decision.threads)
+    chosen = {"precision": decision.precision, "threads": decision.threads, "channels_last": decision.channels_last}
+    trainee = build_trainee([c.model_copy(update=chosen) for c in cfgs], source, data, norm, device, loss_fn)
+    trainee.decision = decision
     for message in test_selection_warnings(cfgs[0]):
         _warn_once(message)
     return trainee, data

@@ -6,7 +6,8 @@
     steps.csv            with log_every=N: a row every N steps (step, epoch, batches, train loss/accuracy, lr)
     result.json          status, test metrics, parameter count, timings, seed, versions
     model.safetensors    best weights + metadata (spec, classes, input shape, normalisation)
-    predictions.safetensors  test-set probabilities and labels, and the images the report shows
+    predictions.safetensors  test-set probabilities and labels, the test images the report shows
+                         and a labelled grid of training images
     checkpoint.safetensors   full training state for --resume
 
     model_source.py      a copy of the model's source file (your own model class; models.source)
@@ -253,17 +254,23 @@ class ResourceError(TinyVisionError):
 # -- predictions.safetensors -------------------------------------------------------------------
 
 GALLERY = 32  # test images kept for the report: the first ones, and the most confident mistakes
+GRID_IMAGES = 64  # training images kept for the report's labelled grid, a few of each class
 
 
 @dataclass
 class TestPredictions:
-    """A run's test-set outputs as written when it ended; images only for `index` (the gallery)."""
+    """A run's test-set outputs as written when it ended; images only for `index` (the gallery).
+    grid_*: the training images the report's grid shows, their labels and the class names (None
+    for runs written before they were kept)."""
 
     probs: torch.Tensor  # (N, K) softmax probabilities (with the run's TTA)
     labels: torch.Tensor  # (N,)
     index: torch.Tensor  # (G,) test-set positions of the gallery images
     images: torch.Tensor  # (G, C, H, W) raw pixels as stored by the dataset
     classes: tuple[str, ...]
+    grid_images: Optional[torch.Tensor] = None  # (M, C, H, W) raw training pixels, M <= GRID_IMAGES
+    grid_labels: Optional[torch.Tensor] = None  # (M,)
+    grid_classes: Optional[tuple[str, ...]] = None
 
     @property
     def predicted(self) -> torch.Tensor:
@@ -275,27 +282,54 @@ class TestPredictions:
         return self.images[[where[p] for p in positions]]
 
 
-def write_predictions(run_dir: Path, pred: "Predictions", test_images: torch.Tensor,
-                      classes: tuple[str, ...]) -> None:
+def grid_rows(labels: torch.Tensor | numpy.ndarray, num_classes: int, n: int = GRID_IMAGES) -> list[int]:
+    """Up to n rows of a split, a few of each class: each class's earliest rows, taken round-robin
+    over the classes (so every class shows before any shows twice), ordered by class then row."""
+    y = numpy.asarray(labels)
+    order = numpy.argsort(y, kind="stable")  # rows grouped by class, each group in row order
+    starts = numpy.concatenate([[0], numpy.cumsum(numpy.bincount(y, minlength=num_classes))])
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < min(n, len(y)):
+        for k in range(num_classes):
+            if starts[k] + depth < starts[k + 1] and len(chosen) < n:
+                chosen.append(int(order[starts[k] + depth]))
+        depth += 1
+    return sorted(chosen, key=lambda i: (int(y[i]), i))
+
+
+def write_predictions(run_dir: Path, pred: "Predictions", test_images: torch.Tensor, classes: tuple[str, ...],
+                      grid_from: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> None:
+    """predictions.safetensors: the test probabilities and labels, the gallery's test images and,
+    given the training split's (images, labels) as grid_from, the grid_rows of it for the report
+    (64 small images: the report draws them; training draws no figure)."""
     from .evaluate import confident_mistakes  # evaluate needs torch models: only the writer pays
 
     first = list(range(min(GALLERY, len(pred.labels))))
     index = sorted(set(first) | set(confident_mistakes(pred.probs, pred.labels, GALLERY)))
-    save_state(run_dir / PREDICTIONS, {"probs": pred.probs.float(), "labels": pred.labels,
-                                       "index": torch.tensor(index, dtype=torch.long),
-                                       "images": torch.as_tensor(test_images[index]), "classes": list(classes)})
+    state = {"probs": pred.probs.float(), "labels": pred.labels, "index": torch.tensor(index, dtype=torch.long),
+             "images": torch.as_tensor(test_images[index]), "classes": list(classes)}
+    if grid_from is not None:
+        images, labels = grid_from
+        rows = grid_rows(labels, len(classes))
+        state.update(grid_images=torch.as_tensor(images[rows]), grid_labels=torch.as_tensor(labels[rows]).long(),
+                     grid_classes=list(classes))
+    save_state(run_dir / PREDICTIONS, state)
 
 
 def read_predictions(run_dir: str | Path) -> TestPredictions:
-    """predictions.safetensors of a completed run; a missing or foreign file is a DataError."""
+    """predictions.safetensors of a completed run; a missing or foreign file is a DataError. The
+    grid_* fields are None where the run kept no grid (written before tinyvision kept one)."""
     path = Path(run_dir) / PREDICTIONS
     if not path.exists():
         raise DataError(f"{path}: no such file (runs written before tinyvision 0.2 have none)")
     saved = load_state(path)
     try:
+        grid_classes = saved.get("grid_classes")
         return TestPredictions(saved["probs"], saved["labels"], saved["index"], saved["images"],
-                               tuple(saved["classes"]))
-    except (KeyError, TypeError) as exc:
+                               tuple(saved["classes"]), saved.get("grid_images"), saved.get("grid_labels"),
+                               tuple(grid_classes) if grid_classes is not None else None)
+    except (KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: not a tinyvision predictions file ({type(exc).__name__}: {exc})") from None
 
 

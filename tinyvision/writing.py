@@ -18,7 +18,7 @@ from .checkpoint import save_checkpoint, save_member_checkpoint
 from .config import RunConfig
 from .data import ImageDataset
 from .data.loader import Normalization
-from .evaluate import Predictions, class_report, split_metrics
+from .evaluate import Predictions, metrics_record
 from .files import save_weights
 from .models.source import ModelSource
 from .models.summary import summarize, summary_record
@@ -65,7 +65,8 @@ class RunWriter:
         redone), result.json "running", and the model's source file."""
         for k, run_dir in self._written():
             self._write_rows(k, run_dir)
-            runs.write_result(run_dir, {"status": "running", "started": self.started})
+            runs.write_result(run_dir, {"status": "running", "started": self.started,
+                                        "auto": self.trainee.decision.record()})  # a resume keeps these
             self.source.write_copy(run_dir)
 
     def epoch_written(self) -> None:
@@ -133,8 +134,9 @@ class RunWriter:
                 result["reason"] = "stopped by a signal; run the experiment again to continue its population"
         self._save_weights(k)
         if pred is not None:
-            result["test"] = summarize_test(pred, self.data.classes)
-            runs.write_predictions(run_dir, pred, self.data.test.images, self.data.classes)
+            result["test"] = summarize_test(pred, self.data.classes, top_k=cfg.top_k, bins=cfg.calibration_bins)
+            runs.write_predictions(run_dir, pred, self.data.test.images, self.data.classes,
+                                   grid_from=(self.data.train.images, self.data.train.labels))
             mistakes.write_test_mistakes(run_dir, pred, cfg, self.data.classes)  # folder datasets
         result.update(total_seconds=shared_seconds + clock(), finished=runs.now())
         runs.write_result(run_dir, result)  # last: its status marks the directory complete
@@ -157,6 +159,7 @@ class RunWriter:
         cfg, template, data = self.trainee.members[0].cfg, self.trainee.template, self.data
         summary = summarize(template, data.input_shape)
         return {"spec": getattr(template, "spec", cfg.model), "model_source": self.source.record(),
+                "auto": self.trainee.decision.record(),
                 "loss": cfg.loss, "params": summary.params, "macs": summary.macs,
                 "device": str(self.trainee.device),
                 "precision": precision_name(cfg.precision, self.trainee.device, template),
@@ -180,12 +183,10 @@ def weights_metadata(cfg: RunConfig, source: ModelSource, data: ImageDataset, no
             "pixel_max": data.pixel_max, "normalize": cfg.model_dump()["normalize"], "format": WEIGHTS_FORMAT}
 
 
-def summarize_test(pred: Predictions, classes: tuple[str, ...]) -> dict[str, Any]:
-    """result.json's "test": loss, accuracy, per-class precision/recall, confusion matrix."""
-    report = class_report(pred, classes)
-    return {**split_metrics(pred), "per_class": {"precision": report.precision, "recall": report.recall,
-                                                 "support": report.support},
-            "confusion": report.confusion, "most_confused": report.most_confused}
+def summarize_test(pred: Predictions, classes: tuple[str, ...], *, top_k: int = 5, bins: int = 15) -> dict[str, Any]:
+    """result.json's "test": loss, accuracy, macro-F1, top-k accuracy, ECE and the reliability
+    diagram's bins, per-class precision/recall/F1, confusion matrix (evaluate.metrics_record)."""
+    return metrics_record(pred, classes, top_k=top_k, bins=bins)
 
 
 def test_selection_warnings(cfg: RunConfig) -> list[str]:

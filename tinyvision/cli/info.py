@@ -85,3 +85,42 @@ def cmd_show(args: argparse.Namespace) -> int:
         out = out.with_name(f"{out.stem}-{len(list(out.parent.glob(out.stem + '*')))}{out.suffix}")
     print(f"images and histograms: {write_data_grid(data, out)}")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """The machine, and what `auto` chooses for a model on it: each candidate's time per training
+    step (measured now, or read from the cache with --cached) and the choice."""
+    from types import SimpleNamespace
+
+    from .. import probe
+    from ..config import load_config
+    from ..data import dataset_info
+    from ..models.source import resolve_model
+    from ..runtime import resolve_device
+
+    cfg = load_config(None, list(args.overrides), model=args.model, dataset=args.dataset, batch_size=args.batch_size)
+    info = dataset_info(cfg.dataset)
+    data = SimpleNamespace(input_shape=tuple(info.input_shape), num_classes=len(info.classes), classes=info.classes)
+    device = resolve_device(cfg.device)
+    print(f"machine: {probe.machine()}; torch {torch_version()}; device {device}")
+    decision = probe.decide(cfg, resolve_model(cfg.model, cfg.model_args), data, device, use_cache=args.cached)
+    shape = "x".join(map(str, data.input_shape))
+    print(f"model {cfg.model} on {cfg.dataset} ({shape}, {data.num_classes} classes), batch {cfg.batch_size}, "
+          f"{cfg.optimizer}: milliseconds per training step{' (from the cache)' if decision.cached else ''}")
+    for setting in ("threads", "precision", "channels_last"):
+        timings = decision.timings.get(setting)
+        chosen = getattr(decision, setting)
+        if timings:
+            listed = "   ".join(f"{name}: {ms:.2f}" for name, ms in timings.items())
+            print(f"  {setting:<14} {listed}   -> {chosen}")
+        else:
+            print(f"  {setting:<14} {chosen} ({decision.notes.get(setting, 'not measured')})")
+    if probe.enabled():
+        print(f"cache: {probe.cache_path()}")
+    return 0
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__

@@ -36,6 +36,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..pipeline import train
 
+    if args.folds is not None:  # k-fold cross-validation: K runs as one experiment, then the summary over folds
+        from ..experiments.runner import cross_validate
+        from ..stopping import EXIT_INTERRUPTED
+
+        if args.resume or args.tensorboard:
+            raise TinyVisionError(f"--folds does not go with {'--resume' if args.resume else '--tensorboard'}; "
+                                  "to continue a cross-validation, run it again with --run-dir EXPERIMENT_DIR")
+        done = cross_validate(_run_config(args, args.overrides), args.folds, out=args.out, exp_dir=args.run_dir,
+                              quiet=args.quiet)
+        print(f"{done[2]}\nresults in {done[0]} (results.csv, results.md, cv.json)")
+        if any(row["completed"] for row in done[1]) and not done.interrupted:
+            _report(args, done[0])
+        return EXIT_INTERRUPTED if done.interrupted else 0 if all(r["completed"] == r["runs"] for r in done[1]) else 1
     resume = args.resume
     if not resume and args.run_dir and distributed.relaunched(args.run_dir):
         resume = args.run_dir  # torchrun (re)started this job on an unfinished run: continue it
@@ -77,18 +90,28 @@ def _resume_config(args: argparse.Namespace, run: str) -> RunConfig:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..inference import evaluate_run
+    from ..tables import label, num, pct, to_text
 
     m = evaluate_run(args.run, args.split, data_dir=args.data_dir, device=args.device)
     print(f"{m['split']}: loss {m['loss']:.4f}  accuracy {100 * m['accuracy']:.2f}%  "
           f"error {100 * m['error']:.2f}%  ({m['seconds']:.2f}s)")
+    print(f"top-{m['top_k']} accuracy {100 * m['top_k_accuracy']:.2f}%  macro-F1 {100 * m['macro_f1']:.2f}%  "
+          f"ECE {100 * m['ece']:.2f}% ({m['calibration']['bins']} bins)")
+    per_class = m["per_class"]
+    rows = [{"class": c, "precision": p, "recall": r, "f1": f, "support": s} for c, p, r, f, s in
+            zip(m["classes"], per_class["precision"], per_class["recall"], per_class["f1"], per_class["support"])]
+    print(to_text(rows, [("class", "class", label), ("precision", "precision", pct), ("recall", "recall", pct),
+                         ("f1", "F1", pct), ("support", "support", num)]))
     for pair in m["most_confused"]:
         print(f"  {pair['true']} taken for {pair['predicted']}: {pair['count']}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """One line per image where the output is piped (or in --csv); on a terminal a progress bar
+    and a summary, the first lines only."""
     from ..errors import DataError
-    from ..inference import classify_files, format_prediction, load_model, unreadable_message
+    from ..inference import classify_files, collect_images, load_model, unreadable_message
     from ..tables import to_csv
 
     _check_outputs(args)  # before any work: a bad output path fails now, not after classifying
@@ -97,11 +120,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top > classes:
         print(f"tinyvision: note: --top {args.top}: the model has {classes} classes; showing {classes}",
               file=sys.stderr)
-    rows, failed = classify_files(loaded, args.paths, top=args.top)
+    on_terminal = sys.stdout.isatty()
+    bar = _progress_bar(len(collect_images(args.paths))) if sys.stderr.isatty() else None
+    try:
+        rows, failed = classify_files(loaded, args.paths, top=args.top, progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
     if not rows:
         raise DataError(unreadable_message(failed))
-    for row in rows:
-        print(format_prediction(row))
+    _print_predictions(rows, shown=TERMINAL_LINES if on_terminal else None, csv=args.csv)
     if args.csv:
         from ..files import atomic_write
 
@@ -111,6 +139,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for _, reason in failed:  # one line each; the others were classified
         print(f"tinyvision: error: {reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+TERMINAL_LINES = 10  # per-image lines shown on a terminal; piped output and --csv get every one
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.2)
+
+
+def _print_predictions(rows: list[dict[str, Any]], shown: int | None, csv: str | None) -> None:
+    """Every row (piped), or on a terminal the first `shown` and a count of each predicted class."""
+    from collections import Counter
+
+    from ..inference import format_prediction
+
+    for row in rows[:shown]:
+        print(format_prediction(row))
+    if shown is None or len(rows) <= shown:
+        return
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(Counter(r["class"] for r in rows).items()))
+    where = f"all of them in {csv}" if csv else "pipe the output or give --csv FILE for all of them"
+    print(f"... {len(rows) - shown} more ({where}); {len(rows)} images by predicted class: {counts}")
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -160,5 +212,5 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         raise TinyVisionError("lr-find: the loss diverged too early to suggest a rate; lower --min-lr")
     print(f"suggested lr {found['suggested_lr']:.2e} (steepest descent; minimum/10: "
           f"{found['min_loss_lr']:.2e}); {len(found['rows'])} steps, stopped: {found['stopped']}")
-    print(f"curve data in {out_dir / 'lr_find.csv'}")
+    print(f"curve: {out_dir / 'lr_find.png'} (data: lr_find.csv, summary: lr_find.json)")
     return 0

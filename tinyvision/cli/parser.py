@@ -10,8 +10,9 @@ from ..config import DEFAULT_REPEATS
 from ..config_fields import field_docs, format_field_docs
 from .common import RUN_FLAGS, _population, _positive_int
 from .many_runs import cmd_compare, cmd_report, cmd_run, cmd_tune
-from .info import cmd_datasets, cmd_models, cmd_recipes, cmd_show, cmd_summary
+from .info import cmd_datasets, cmd_doctor, cmd_models, cmd_recipes, cmd_show, cmd_summary
 from .one_run import cmd_evaluate, cmd_lr_find, cmd_predict, cmd_train
+from .export_cmd import EXPORT_FORMATS, cmd_export
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit code 2)."""
@@ -76,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PNG", help="where to write the figure (default: DATASET-data.png here)")
     p.set_defaults(func=cmd_show)
 
+    p = sub.add_parser("doctor", help="this machine, and what auto chooses for a model here (measured: "
+                                      "threads, precision, channels_last)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run config fields, e.g. optimizer=sgd")
+    p.add_argument("--model", default="lenet", help="preset, spec or file.py:Class (default: lenet)")
+    p.add_argument("--dataset", default="mnist", help="whose image shape and classes (default: mnist; "
+                                                       "nothing is loaded)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="training batch size (default: 64)")
+    p.add_argument("--cached", action="store_true", help="show the cached choice if there is one (default: "
+                                                          "measure again, and cache the result)")
+    p.set_defaults(func=cmd_doctor)
+
     p = sub.add_parser("models", help="list model presets with parameter counts")
     p.add_argument("pattern", nargs="?", default="*",
                    help="wildcard filter, e.g. 'mlp*', or a word found anywhere in the name, e.g. cnn "
@@ -101,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "or flags may only add epochs (schedule none/exponential/step) or set data_dir, threads")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files (needs the tensorboard extra)")
+    p.add_argument("--folds", type=_positive_int, metavar="K",
+                   help="k-fold cross-validation (2 to 100): pool the train and validation images, train K runs "
+                        "each validated on one stratified fold (the test split untouched) in one experiment "
+                        "directory (--run-dir: its path; the same command again continues it), then print "
+                        "validation and test accuracy per fold and their mean ± std and 95%% CI over the folds")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a saved run's model on a split")
@@ -128,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "misclassified images, most confident first, to this new CSV (path, true, predicted, "
                         "confidence, top-3); never overwritten")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a run's model as ONNX, torch.export (.pt2) or TorchScript, "
+                                      "with a JSON of what to feed it")
+    p.add_argument("run", help="run directory (a finished run)")
+    p.add_argument("--format", default="onnx", metavar="|".join(EXPORT_FORMATS),
+                   help="onnx (onnxruntime, any language), pt2 (torch.export.load) or torchscript (torch.jit.load; "
+                        "deprecated by PyTorch); each takes raw pixels and normalises them itself (default: onnx)")
+    p.add_argument("--out", metavar="FILE", help="the model file (default: RUN/model.onnx, model.pt2 or "
+                                                 "model.torchscript.pt); its JSON is FILE.json; never overwritten")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("compare", help="train several models with the same budget and print a table")
     _add_run_options(p, model_flag=False)

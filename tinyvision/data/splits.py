@@ -1,5 +1,6 @@
 """What a loaded dataset is (ImageDataset: train/val/test Splits of tensors) and how splits are made:
-the validation carve from train, the fixed test hold-out of folder:/npz: sources."""
+the validation carve from train, k-fold cross-validation folds, the fixed test hold-out of
+folder:/npz: sources."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,6 +73,30 @@ def carve(n: int, count: int, seed: int, shuffle: bool) -> tuple[np.ndarray, np.
         return np.arange(n - count, n), np.arange(n - count)
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[:count]), np.sort(perm[count:])
+
+
+def fold_of(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold (0 to folds - 1), stratified: the rows shuffled by `seed`, grouped by class
+    (stable), then dealt out in turn, so each fold holds every class's rows to within one and the
+    fold sizes differ by at most one. A pure function of (labels, folds, seed)."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]
+    fold = np.empty(len(labels), dtype=np.int64)
+    fold[order] = np.arange(len(labels)) % folds
+    return fold
+
+
+def fold_split(pool: Split, folds: int, fold: int, seed: int) -> tuple[Split, Split]:
+    """(train, val) of k-fold cross-validation: fold `fold` of `pool` (train and validation images
+    together) validates, the other folds train; each in the pool's order, sharing no memory with it."""
+    if len(pool) < folds:
+        raise ConfigError(f"cv_folds {folds}: the train and validation splits hold {len(pool)} images, "
+                          "fewer than the folds")
+    import torch
+
+    where = fold_of(pool.labels.numpy(), folds, seed)
+    val, train = (torch.from_numpy(np.flatnonzero(pick)) for pick in (where == fold, where != fold))
+    return (Split(pool.images[train], pool.labels[train]), Split(pool.images[val], pool.labels[val]))
 
 
 def make_split(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None) -> Split:

@@ -66,10 +66,22 @@ def suggest(rows: list[dict[str, float]]) -> dict[str, float | None]:
     return {"suggested_lr": rows[steep]["lr"], "min_loss_lr": rows[low]["lr"] / 10}
 
 
+CSV, SUMMARY, PLOT = "lr_find.csv", "lr_find.json", "lr_find.png"
+
+
 def write_lr_find(out_dir: str | Path, found: dict[str, Any], cfg: RunConfig) -> Path:
+    """lr_find.csv (the rows), lr_find.json (the suggestion, how it stopped, the config) and
+    lr_find.png (the curve with the suggestion marked: report.lr_find) in out_dir."""
+    from ..report.lr_find import plot_lr_find
+    from ..report.plots import figure_png
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "lr_find.csv", to_csv(found["rows"]))
+    atomic_write(out_dir / CSV, to_csv(found["rows"]))
     summary = {k: v for k, v in found.items() if k != "rows"}
-    atomic_write(out_dir / "lr_find.json", json.dumps({**summary, "config": cfg.model_dump()}, indent=2))
+    atomic_write(out_dir / SUMMARY, json.dumps({**summary, "config": cfg.model_dump()}, indent=2))
+    if found["rows"]:
+        title = f"lr-find: {cfg.model} on {cfg.dataset} ({cfg.optimizer}, batch {cfg.batch_size})"
+        figure = plot_lr_find(found["rows"], found["suggested_lr"], found["min_loss_lr"], title=title)
+        atomic_write(out_dir / PLOT, figure_png(figure))
     return out_dir

@@ -34,10 +34,13 @@ METRICS: dict[str, Callable[[dict], Any]] = {  # column -> how to read it from a
     "val_accuracy": lambda r: (r.get("best_val") or {}).get("accuracy") if has_validation(r) else None,
     "test_loss": lambda r: (r.get("test") or {}).get("loss"),
     "test_accuracy": lambda r: (r.get("test") or {}).get("accuracy"),
+    "test_macro_f1": lambda r: (r.get("test") or {}).get("macro_f1"),
+    "test_ece": lambda r: (r.get("test") or {}).get("ece"),  # expected calibration error (evaluate.calibration)
     "best_epoch": lambda r: r.get("best_epoch"),
     "seconds": lambda r: r.get("total_seconds"),
 }
-KIND = {"val_accuracy": "proportion", "test_accuracy": "proportion"}  # stats.summarize's kind; else nonnegative
+KIND = dict.fromkeys(("val_accuracy", "test_accuracy", "test_macro_f1", "test_ece"),
+                     "proportion")  # stats.summarize's kind (bounded in [0, 1]); else nonnegative
 STATS = ("n", "mean", "std", "ci_low", "ci_high")  # per metric, in results.csv
 VAL_METRICS = ("val_loss", "val_accuracy")
 # the differences a verdict is given for: metric -> (words, higher is better, scale, unit)
@@ -196,7 +199,8 @@ def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
     """Every column of the experiment table, the essential first (the terminal table keeps a
     leading run of them): point, test accuracy mean [95% CI], and where one field varies the
     difference from the reference, its p and the verdict; then runs (n), params, seconds, test
-    loss, validation (only where there is validation data), mean ± std, best epoch, MACs. Adds the
+    loss, macro-F1 and ECE (expected calibration error), validation (only where there is validation
+    data), mean ± std, best epoch, MACs. Adds the
     display tuples ("_"-prefixed keys, never written to results.csv) to the rows."""
     axes = axes_of(rows)
     name: Column = (axes[0], axes[0], label) if len(axes) == 1 else ("label", "point", label)
@@ -206,6 +210,8 @@ def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
                     ("outcome_test_accuracy", "verdict", plain)]
     columns += [("completed", "runs", plain), ("params", "params", num), ("_seconds", "seconds", mean_pm(secs)),
                 ("_loss", "test loss 95% CI", _mean_ci(num))]
+    if any(row.get("test_macro_f1_n") for row in rows):  # not for runs written before they were kept
+        columns += [("_f1", "macro-F1 95% CI", _mean_ci(pct)), ("_ece", "ECE 95% CI", _mean_ci(pct))]
     if has_validation_data(rows):
         columns += [("_val_acc", "val acc", mean_pm(pct)), ("_val_loss", "val loss", mean_pm(num))]
     columns += [("_acc_pm", "test acc (mean ± std)", mean_pm(pct)),
@@ -214,6 +220,7 @@ def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
     for row in rows:
         pair = {m: (row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS}
         row.update({"_acc": _triple(row, "test_accuracy"), "_loss": _triple(row, "test_loss"),
+                    "_f1": _triple(row, "test_macro_f1"), "_ece": _triple(row, "test_ece"),
                     "_diff": _triple(row, "diff_test_accuracy", ""), "_p": row.get("p_holm_test_accuracy"),
                     "_seconds": pair["seconds"], "_val_acc": pair["val_accuracy"], "_val_loss": pair["val_loss"],
                     "_acc_pm": pair["test_accuracy"], "_loss_pm": pair["test_loss"], "_epoch": pair["best_epoch"]})
@@ -232,8 +239,8 @@ def csv_keys(rows: list[dict[str, Any]]) -> list[str]:
 
 def notes(rows: list[dict[str, Any]], comparisons: Optional[Comparisons]) -> list[str]:
     """What the table's cells mean, one paragraph each (printed and written under the table)."""
-    out = [f"runs: completed seeds (n). 95% CI: mean [interval]; accuracy: {KINDS['proportion']}; "
-           f"loss: {KINDS['nonnegative']}. ±: sample std."]
+    out = [f"runs: completed seeds (n). 95% CI: mean [interval]; accuracy, macro-F1 and ECE (expected "
+           f"calibration error): {KINDS['proportion']}; loss: {KINDS['nonnegative']}. ±: sample std."]
     if comparisons is not None:
         how = f", Holm-corrected over {len(rows) - 1} pairs" if comparisons.corrected else ""
         out.append(f"diff: test accuracy minus {comparisons.reference}'s, in points [Welch 95% CI]; "

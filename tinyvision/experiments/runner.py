@@ -21,7 +21,7 @@ from .. import rundir, runs
 from ..config import RunConfig
 from ..files import atomic_write
 from ..stopping import StopRequest, stop_on_signals
-from . import pool
+from . import folds, pool
 from .groups import RunJob, plan, run_group
 from .results import collect, write_tables
 from .shard import Shard, ShardOutcome
@@ -195,9 +195,12 @@ def run_experiment(experiment: Experiment, exp_dir: str | Path, *, jobs: int = 1
 
 
 def _tables(exp_dir: Path, baseline: Optional[str]) -> tuple[list[dict[str, Any]], str]:
-    """The rows of every run written so far, and the tables (results.csv, results.md) made from them."""
+    """The rows of every run written so far, and the tables (results.csv, results.md) made from them;
+    for cross-validation (kind "cv") a row per fold and the summary over folds (folds.py)."""
     with experiment_lock(exp_dir):  # shards finishing together: one writes at a time
         rows = collect(exp_dir)
+        if json.loads((exp_dir / MANIFEST).read_text()).get("kind") == folds.KIND:
+            return rows, folds.write_fold_tables(exp_dir, rows)
         return rows, write_tables(exp_dir, rows, baseline)
 
 
@@ -244,3 +247,30 @@ def compare(models: Sequence[Any], base: RunConfig, *, out: str | Path = "runs",
                                    "zip": {"model": names}, "repeats": repeats}, sources=sources)
     return run_experiment(experiment, Path(exp_dir or Path(out) / name), jobs=jobs, quiet=quiet,
                           baseline=baseline, population=population, sources=sources)
+
+
+def cross_validate(base: RunConfig | dict[str, Any], k: int, *, out: str | Path = "runs",
+                   exp_dir: Optional[str | Path] = None, repeats: int = 1, model: Any = None, jobs: int = 1,
+                   quiet: bool = False, population: Optional[int] = None) -> ExperimentRun:
+    """k-fold cross-validation of `base` (folds.py): K runs (times `repeats` seeds) in one experiment
+    directory (new under `out`, or `exp_dir`: running it again continues it); returns (directory,
+    a row per fold, the fold table and the summary over folds). model: as compare's, in Python
+    (a config dict's "model" may hold it too)."""
+    from ..config import make_config
+    from ..models.source import model_from
+
+    if isinstance(base, dict):
+        values = dict(base)
+        if values.get("model") is not None and not isinstance(values["model"], str):
+            model = values.pop("model")
+        base = make_config(values)
+    sources = {}
+    if isinstance(model, str):
+        base = base.model_copy(update={"model": model})
+    elif model is not None:
+        source = model_from(model, base.model_args if isinstance(model, type) else None)
+        base = base.model_copy(update={"model": source.reference})
+        sources = {source.reference: source} if source.reference.startswith("python:") else {}
+    experiment = build_experiment(folds.fold_spec(base, k, repeats=repeats), sources=sources)
+    return run_experiment(experiment, Path(exp_dir or Path(out) / experiment.spec.name), jobs=jobs, quiet=quiet,
+                          population=population, sources=sources)

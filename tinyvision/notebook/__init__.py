@@ -11,6 +11,9 @@
     exp_dir, rows, table = exp   # still the (directory, rows, printed table) tuple
     exp.results              # one row per point: n, mean, std, CI of each metric, differences
 
+    found = tv.lr_find({"dataset": "digits", "model": "digits-cnn"})
+    found                    # the loss against the lr, the suggested lr marked; found.suggested_lr
+
 Every plot is drawn by the function the HTML report uses (report/plots.py, report/grids.py); the
 result objects only read the run and experiment directories (report/load.py). train and compare
 call pipeline.train and experiments.compare and wrap what they return.
@@ -25,9 +28,10 @@ from ..config import DEFAULT_REPEATS, RunConfig, make_config
 from ..errors import DataError
 from ..report.load import is_experiment
 from .experiment_result import ExperimentResult
+from .lr_find_result import LrFindResult, lr_find
 from .run_result import RunResult
 
-__all__ = ["ExperimentResult", "RunResult", "compare", "load", "run", "train"]
+__all__ = ["ExperimentResult", "LrFindResult", "RunResult", "compare", "load", "lr_find", "run", "train"]
 
 
 def train(config: RunConfig | dict, **options: Any) -> RunResult:

@@ -12,12 +12,13 @@ from .. import runs
 from ..errors import DataError, TinyVisionError
 from ..evaluate import confident_mistakes
 from ..report.build import write_report
+from ..report.calibration import plot_reliability, reliability_data
 from ..report.document import Table
 from ..report.grids import plot_confusion, plot_prediction_grid
 from ..report.html import html_table
 from ..report.load import RunRecord
 from ..report.plots import (plot_learning_curves)
-from ..report.tables import run_summary_table
+from ..report.tables import per_class_table, run_summary_table
 from ..tables import num, pct, plain
 from .common import _CSS, _cut, _figure_html, _frame, _pandas
 
@@ -27,7 +28,8 @@ class RunResult(dict):
 
     Data: the dict itself, `history` (metrics.csv rows); as DataFrames `metrics` (per epoch),
     `results` (one row), `per_class`, `confusion`, `mistakes()`. Figures: `plot_curves()`,
-    `plot_confusion()`, `plot_predictions()`, `plot_mistakes()`. `report()` writes report.html.
+    `plot_confusion()`, `plot_reliability()`, `plot_predictions()`, `plot_mistakes()`. `report()`
+    writes report.html.
     """
 
     def __init__(self, result: dict[str, Any], run_dir: str | Path | None = None, model: Any = None) -> None:
@@ -82,7 +84,9 @@ class RunResult(dict):
                 "epochs_run": self.get("epochs_run"), "best_epoch": self.get("best_epoch"),
                 "best_val_loss": best.get("loss"), "best_val_accuracy": best.get("accuracy"),
                 "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
-                "test_error": test.get("error"), "seconds": self.get("total_seconds"),
+                "test_error": test.get("error"), "test_macro_f1": test.get("macro_f1"),
+                "test_top_k": test.get("top_k"), "test_top_k_accuracy": test.get("top_k_accuracy"),
+                "test_ece": test.get("ece"), "seconds": self.get("total_seconds"),
                 "run_dir": str(self.dir) if self.dir else None}
 
     @property
@@ -100,9 +104,11 @@ class RunResult(dict):
 
     @property
     def per_class(self) -> Any:
-        """Test precision, recall (class accuracy) and support per class (needs pandas)."""
-        per_class = self._test("per_class")
-        return _pandas().DataFrame(per_class, index=_pandas().Index(self["classes"], name="class"))
+        """Test precision, recall (class accuracy), F1 and support per class (needs pandas)."""
+        self._test("per_class")  # one line where the run has no test result
+        table = per_class_table(dict(self))  # F1 from precision and recall for runs that did not keep it
+        rows = [{k: r[k] for k in ("precision", "recall", "f1", "support")} for r in table.rows] if table else []
+        return _pandas().DataFrame(rows, index=_pandas().Index(self["classes"], name="class"))
 
     @property
     def confusion(self) -> Any:
@@ -173,6 +179,16 @@ class RunResult(dict):
         """The test confusion matrix beside per-class accuracy bars."""
         return plot_confusion(self._test("confusion"), self["classes"], title=f"Confusion matrix: {self.name}")
 
+    def plot_reliability(self) -> Figure:
+        """The reliability diagram: accuracy against confidence over the run's calibration bins, the
+        test images per bin and the expected calibration error (ECE)."""
+        self._test("accuracy")
+        stored = "calibration" in self["test"]  # else from predictions.safetensors (older runs)
+        data = reliability_data(dict(self), None if stored else self.predictions())
+        if data is None:
+            raise TinyVisionError(f"{self.name}: no test predictions to draw a reliability diagram from")
+        return plot_reliability(data, title=f"Reliability diagram: {self.name}")
+
     def plot_predictions(self, n: int = 32) -> Figure:
         """The first n test images (at most 32: those the run kept) with predicted and true class."""
         pred = self.predictions()
@@ -211,6 +227,9 @@ class RunResult(dict):
             watched = "test-as-validation" if str(self.get("validation", "")).startswith("test") else "val"
             lines.append(f"  test accuracy {pct(test.get('accuracy'))}  loss {num(test.get('loss'))}   "
                          f"best {watched} accuracy {pct(best.get('accuracy'))}  loss {num(best.get('loss'))}")
+            if test.get("macro_f1") is not None:
+                lines.append(f"  test macro-F1 {pct(test['macro_f1'])}  top-{test.get('top_k')} accuracy "
+                             f"{pct(test.get('top_k_accuracy'))}  ECE {pct(test.get('ece'))}")
         if self.get("params") is not None:
             seconds = self.get("total_seconds")
             lines.append(f"  {self['params']:,} parameters  {self.get('macs') or 0:,} MACs  seed {self.get('seed')}"
@@ -220,7 +239,7 @@ class RunResult(dict):
             lines.append(f"  most confused: {pairs}")
         lines.append(f"  dir: {self.dir}")
         lines.append("  .metrics .results .per_class .mistakes() .plot_curves() .plot_confusion() "
-                     ".plot_predictions() .report()")
+                     ".plot_reliability() .plot_predictions() .report()")
         return _cut(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

@@ -11,30 +11,24 @@ import csv
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 from .. import runs
 from ..files import atomic_write
-from ..errors import DataError, TinyVisionError
-from ..models.summary import summary_from_record
-from ..evaluate import confident_mistakes
-from ..mistakes import MISTAKES as MISTAKES_FILE
-from ..mistakes import mistake_names
+from ..errors import DataError
 from ..experiments.results import collect, compare_points
+from ..stats import KINDS
 from . import tables
-from .dataset import DATA_GRID
-from .document import Code, Document, Heading, Plot, Text, render_markdown
-from .grids import plot_confusion, plot_prediction_grid
+from .document import Document, Heading, Text, render_markdown
+from .grids import plot_confusion
 from .html import render_html
-from .load import (MANIFEST, ExperimentRecord, PointRecord, RunRecord, is_experiment, point_stat, predict_test,
-                   read_experiment)
-from .plots import (is_numeric, metric_label, plot_comparison, plot_comparison_curves, plot_learning_curves,
-                    plot_step_curves, plot_sweep_curves, plot_sweep_final, points_validation_name, validation_name)
+from .load import MANIFEST, ExperimentRecord, PointRecord, RunRecord, is_experiment, point_stat, read_experiment
+from .plots import (is_numeric, metric_label, plot_comparison, plot_comparison_curves, plot_step_curves,
+                    plot_sweep_curves, plot_sweep_final, points_validation_name)
+from .run_report import UNREADABLE, run_document  # noqa: F401 - run_document: this module's public name too
 
 HTML, MARKDOWN, PLOTS = "report.html", "report.md", "plots"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 log = logging.getLogger(__name__)
-_UNREADABLE = (OSError, ValueError, UnicodeDecodeError, csv.Error)  # a damaged text file
+_UNREADABLE = UNREADABLE  # a damaged text file
 
 
 class IncompleteReport(DataError):
@@ -99,159 +93,10 @@ def _read_run(path: Path, problems: list[str]) -> RunRecord:
     return RunRecord(path, metrics, result, result.get("seed"), steps)
 
 
-# -- one run -----------------------------------------------------------------------------------
-
-def run_document(run: RunRecord, *, metric: str = "accuracy", grid: int = 32, mistakes: int = 16,
-                 problems: list[str] | None = None) -> Document:
-    """The run's report; each file it cannot read is appended to `problems` (and noted in it)."""
-    problems = [] if problems is None else problems
-    result = run.result
-    name = " / ".join(str(result[k]) for k in ("dataset", "model") if result.get(k)) or run.dir.name
-    doc = Document(f"Run report: {name}")
-    grids = f" and the test predictions it wrote ({runs.PREDICTIONS})" if run.completed else ""
-    doc.add(Text(f"Run directory: {run.dir.name} (status: {run.status}). Numbers are read from its "
-                 f"{runs.METRICS} and {runs.RESULT}{grids}."))
-    if not run.completed:
-        doc.add(Text(f"This run is not complete (status: {run.status}): there is no test evaluation; "
-                     "curves show the epochs recorded so far.", note=True))
-    doc.add(Heading("Summary"), tables.run_summary_table(result, run.metrics))
-    _data_section(doc, run, problems)
-    _curves_section(doc, run, metric)
-    if result.get("test"):
-        _test_section(doc, result)
-        _predictions_section(doc, run, grid, mistakes, problems)
-    _model_section(doc, run, problems)
-    _config_section(doc, run, problems)
-    versions = tables.versions_table(result)
-    if versions:
-        doc.add(Heading("Environment"), versions)
-    return doc
-
-
-def _data_section(doc: Document, run: RunRecord, problems: list[str]) -> None:
-    """The run's data-grid.png (report.dataset.write_data_grid), when the run wrote one."""
-    path = run.dir / DATA_GRID
-    if not path.exists():
-        return
-    doc.add(Heading("Data"))
-    try:
-        png = path.read_bytes()
-        why = "" if png.startswith(PNG_MAGIC) else "is not a PNG file"
-    except OSError as exc:
-        png, why = b"", f"cannot be read ({type(exc).__name__})"
-    if why:
-        problems.append(f"data grid ({path} {why})")
-        doc.add(Text(f"{DATA_GRID} {why}.", note=True))
-        return
-    doc.add(Plot("data_grid", png, "Training images, a few of each class, and the training split's pixel "
-                                   f"values per channel ({DATA_GRID}, written by the run)."))
-
-
-def _config_section(doc: Document, run: RunRecord, problems: list[str]) -> None:
-    config = run.dir / runs.CONFIG
-    if not config.exists():
-        return
-    try:
-        text = config.read_text()
-    except _UNREADABLE as exc:
-        problems.append(f"configuration ({config} cannot be read: {type(exc).__name__})")
-        doc.add(Heading("Configuration"), Text(f"{runs.CONFIG} cannot be read ({type(exc).__name__}).", note=True))
-        return
-    doc.add(Heading("Configuration"), Text(f"The resolved {runs.CONFIG}; re-run it with: "
-                                           f"tinyvision train --config {runs.CONFIG}"), Code(text))
-
-
-def _curves_section(doc: Document, run: RunRecord, metric: str) -> None:
-    doc.add(Heading("Learning curves"))
-    if not run.metrics:
-        doc.add(Text(f"No epochs recorded yet ({runs.METRICS} is missing).", note=True))
-        return
-    watched = validation_name(run.result)
-    weights = run.result.get("evaluated_weights", "best epoch")
-    caption = (f"Training and {watched} per epoch; the dashed line is the test result (weights of the {weights}), "
-               f"the dotted line marks the epoch of lowest {watched} loss.")
-    if run.metrics[0].get("epoch") == 0:
-        caption += " Epoch 0: the initial weights, before the first step."
-    smoothing = _config_value(run, "label_smoothing")
-    if smoothing:
-        caption += f" Training loss includes label smoothing {smoothing}."
-    doc.plot("learning_curves", plot_learning_curves(run.metrics, run.result, metric=metric), caption)
-    for warning in run.result.get("warnings", []):
-        doc.add(Text(f"Warning: {warning}.", note=True))
-    if run.steps:
-        every = int(run.steps[0]["step"])
-        doc.plot("step_curves", plot_step_curves([("training", [run.steps])], metric=metric),
-                 f"Training loss and {metric} every {every} steps ({runs.STEPS}): the mean over the batches "
-                 "since the previous point.")
-
-
-def _config_value(run: RunRecord, key: str) -> Any:
-    try:
-        return getattr(runs.read_config(run.dir), key, None)
-    except TinyVisionError:
-        return None
-
-
-def _test_section(doc: Document, result: dict[str, Any]) -> None:
-    test = result["test"]
-    doc.add(Heading("Test set"))
-    if test.get("confusion") and result.get("classes"):
-        doc.plot("confusion", plot_confusion(test["confusion"], result["classes"]),
-                 "Rows are true classes, columns predicted classes; cell numbers are image counts. "
-                 "Bars: per-class accuracy (recall).")
-    for table in (tables.per_class_table(result), tables.confused_table(result)):
-        if table is not None:
-            doc.add(table)
-
-
-def _predictions_section(doc: Document, run: RunRecord, grid: int, mistakes: int,
-                         problems: list[str]) -> None:
-    doc.add(Heading("Predictions"))
-    try:
-        pred = predict_test(run.dir)
-    except TinyVisionError as exc:
-        doc.add(Text(f"Prediction grids skipped: {exc}", note=True))
-        problems.append(f"prediction grids ({exc})")
-        return
-    n = min(grid, len(pred.labels), runs.GALLERY)
-    if n:
-        wrong = int((pred.predicted[:n] != pred.labels[:n]).sum())
-        doc.plot("predictions", plot_prediction_grid(pred.gallery(list(range(n))), pred.labels[:n], pred.predicted[:n],
-                                                     pred.classes, title=f"First {n} test images"),
-                 f"The first {n} test images with predicted and true class; {wrong} mistakes, in red.")
-    idx = confident_mistakes(pred.probs, pred.labels, min(mistakes, runs.GALLERY))
-    if idx:
-        conf = pred.probs.max(dim=1).values
-        names = mistake_names(run.dir, idx)  # a folder dataset's file names (mistakes.csv), else None
-        doc.plot("mistakes", plot_prediction_grid(pred.gallery(idx), pred.labels[idx], pred.predicted[idx],
-                                                  pred.classes, confidence=conf[idx], names=names,
-                                                  title="Most confident mistakes"),
-                 f"The {len(idx)} wrongly classified test images the model was most sure of "
-                 "(percentage: probability of the predicted class)"
-                 + (f"; under each, its file name (all of them in {MISTAKES_FILE})." if names else "."))
-    else:
-        doc.add(Text("No test image is misclassified."))
-
-
-def _model_section(doc: Document, run: RunRecord, problems: list[str]) -> None:
-    if not run.result.get("layers"):
-        return  # a run that has not ended, or one written before tinyvision 0.2
-    try:
-        summary = summary_from_record(run.result["layers"])
-    except (KeyError, TypeError, ValueError) as exc:
-        doc.add(Heading("Model"), Text(f"Model table skipped: {runs.RESULT} has no valid layer table ({exc})",
-                                       note=True))
-        problems.append(f"model table ({run.dir / runs.RESULT} has a damaged layer table: {type(exc).__name__})")
-        return
-    shape = list(summary.input_shape)
-    doc.add(Heading("Model"), Text(f"Spec: {run.result.get('spec')}; input {shape} (C, H, W); "
-                                   "MACs are multiply-accumulates per image."), tables.layer_table(summary))
-
-
 # -- an experiment -----------------------------------------------------------------------------
 
 def experiment_document(exp: ExperimentRecord, *, metric: str = "accuracy") -> Document:
-    kind = {"sweep": "Sweep", "compare": "Comparison"}.get(exp.kind, exp.kind.capitalize())
+    kind = {"sweep": "Sweep", "compare": "Comparison", "cv": "Cross-validation"}.get(exp.kind, exp.kind.capitalize())
     doc = Document(f"{kind} report: {exp.name}")
     total, done = len(exp.all_runs), len(exp.all_runs) - len(exp.skipped)
     doc.add(Text(f"Experiment directory: {exp.dir.name}. Varied: {', '.join(exp.axes) or '-'}; "
@@ -264,13 +109,17 @@ def experiment_document(exp: ExperimentRecord, *, metric: str = "accuracy") -> D
     doc.add(Heading("Results"), tables.points_table(exp, metric))
     for warning in dict.fromkeys(w for _, r in exp.all_runs for w in r.result.get("warnings", [])):
         doc.add(Text(f"Warning: {warning}.", note=True))  # each once, however many runs say it
-    _differences(doc, exp)
+    if exp.kind == "cv":  # folds are not alternatives to compare: their summary instead
+        _folds_summary(doc, exp.dir)
+    else:
+        _differences(doc, exp)
     ready = [p for p in exp.points if p.completed]
     if not ready:
         doc.add(Text("No completed runs yet: nothing to plot.", note=True))
     else:
         _experiment_plots(doc, exp, metric)
-        _best_point(doc, exp, metric)
+        if exp.kind != "cv":
+            _best_point(doc, exp, metric)
     doc.add(Heading("All runs"), tables.runs_table(exp, metric))
     return doc
 
@@ -283,6 +132,23 @@ def _differences(doc: Document, exp: ExperimentRecord) -> None:
     comparisons = compare_points(rows, reference if reference in {str(r["label"]) for r in rows} else None)
     if comparisons is not None:
         doc.add(Heading("Differences"), Text(comparisons.heading()), *[Text(s) for s in comparisons.sentences()])
+
+
+def _folds_summary(doc: Document, exp_dir: Path) -> None:
+    """cv.json, as the command printed it: each accuracy's mean ± std and 95% CI over the folds."""
+    import json
+
+    try:
+        summary = json.loads((exp_dir / "cv.json").read_text())
+    except (OSError, ValueError):
+        return
+    lines = [f"{name.replace('_', ' ')}: {100 * v['mean']:.2f}% ± {100 * (v['std'] or 0):.2f}% over {v['n']} folds "
+             f"(95% CI {100 * v['ci_low']:.2f}% to {100 * v['ci_high']:.2f}%; {v['interval']})"
+             for name, v in summary.items() if isinstance(v, dict) and "accuracy" in name and v.get("mean") is not None
+             and v.get("ci_low") is not None]
+    doc.add(Heading("Over the folds"), *[Text(line) for line in lines],
+            Text("The folds share training images: the interval shows the spread, narrower than one over "
+                 "independent training sets.", note=True))
 
 
 def _results_csv(exp_dir: Path) -> list[dict[str, str]]:
@@ -298,7 +164,7 @@ def _experiment_plots(doc: Document, exp: ExperimentRecord, metric: str) -> None
     if exp.kind == "compare":
         doc.plot("comparison", plot_comparison(exp.points, metric=metric),
                  f"Test {metric} against parameter count (log scale); bars: 95% confidence interval of the "
-                 "mean over seeds (Student t), dots: single seeds.")
+                 f"mean over seeds ({KINDS['proportion']}: asymmetric near 0 and 100%), dots: single seeds.")
         doc.plot("comparison_curves", plot_comparison_curves(exp.points, metric=metric),
                  f"Per model: {points_validation_name(exp.points)} (solid) and training (dotted) per epoch, "
                  "mean ± 1 std band over seeds; "

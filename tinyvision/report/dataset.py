@@ -4,7 +4,8 @@ labelled grid of training images above per-channel pixel histograms).
 These functions read the arrays of a dataset already loaded (any tinyvision.data.ImageDataset:
 registered, folder:PATH or npz:PATH); they never load one (report/ reads what it is handed).
 Loading is the caller's: tinyvision.dataview.show in a notebook, `tinyvision show` on the command
-line, training (which writes the figure into its run directory as DATA_GRID; the run report shows it).
+line. A run keeps the grid's images in predictions.safetensors (runs.grid_rows), and its report
+draws them with plot_labelled_grid; a DATA_GRID file in a run directory is shown as it is.
 """
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ import torch
 from matplotlib.figure import Figure
 
 from ..files import atomic_write
+from ..runs import GRID_IMAGES, grid_rows  # noqa: F401 - grid_rows: this module's public name too
 from ..tables import label, num, plain, to_text
 from .document import Table
 from .grids import _to_display, short_name
 from .plots import blank_figure, compact, figure_png
 
 DATA_GRID = "data-grid.png"  # the figure in a run directory (report.build shows it when present)
-GRID_IMAGES, GRID_COLS = 64, 8
+GRID_COLS = 8
 SPLITS = ("train", "val", "test")
 _CHANNEL_NAMES = {1: ("gray",), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}
 _CHANNEL_COLORS = {"gray": "0.3", "R": "tab:red", "G": "tab:green", "B": "tab:blue", "A": "0.6"}
@@ -142,49 +144,50 @@ def _value(v: Any) -> str:
     return plain(int(v)) if isinstance(v, float) and v.is_integer() else num(v)
 
 
-def grid_rows(labels: torch.Tensor | np.ndarray, num_classes: int, n: int = GRID_IMAGES) -> list[int]:
-    """Up to n rows of a split, a few of each class: each class's earliest rows, taken round-robin
-    over the classes (so every class shows before any shows twice), ordered by class then row."""
-    y = np.asarray(labels)
-    order = np.argsort(y, kind="stable")  # rows grouped by class, each group in row order
-    starts = np.concatenate([[0], np.cumsum(np.bincount(y, minlength=num_classes))])
-    chosen: list[int] = []
-    depth = 0
-    while len(chosen) < min(n, len(y)):
-        for k in range(num_classes):
-            if starts[k] + depth < starts[k + 1] and len(chosen) < n:
-                chosen.append(int(order[starts[k] + depth]))
-        depth += 1
-    return sorted(chosen, key=lambda i: (int(y[i]), i))
-
-
 def plot_dataset(data: LoadedDataset, *, n: int = GRID_IMAGES) -> Figure:
     """Up to n training images, a few per class, each titled with its class, above the training
     split's pixel histogram per channel (stored values; log scale: dark backgrounds dominate)."""
     rows_idx = grid_rows(data.train.labels, len(data.classes), n)
-    cols = max(1, min(GRID_COLS, len(rows_idx)))
-    rows = max(1, -(-len(rows_idx) // cols))
-    cell, hist_height = 1.2, 2.6
-    height = cell * rows + hist_height + 0.9
-    fig = blank_figure(cell * cols + 0.4, height, layout=None)  # fixed layout: constrained is slow for many axes
     c, h, w = data.train.images.shape[1:]
-    fig.suptitle(f"{data.name}: {len(rows_idx)} of {len(data.train):,} training images ({c}x{h}x{w})",
-                 y=1 - 0.12 / height)
-    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[cell] * rows + [hist_height], left=0.08, right=0.97,
-                            bottom=0.45 / height, top=1 - 0.55 / height, hspace=0.45, wspace=0.1)
-    pixels = _to_display(data.train.images[rows_idx]) if rows_idx else []
-    for i, row in enumerate(rows_idx):
+    title = f"{data.name}: {len(rows_idx)} of {len(data.train):,} training images ({c}x{h}x{w})"
+    fig, hist = _grid_figure(data.train.images[rows_idx], data.train.labels[rows_idx], data.classes, title,
+                             hist_height=2.6)
+    _histogram_axes(hist, data.train.images, data.pixel_max)
+    return fig
+
+
+def plot_labelled_grid(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], *,
+                       title: str = "Training images") -> Figure:
+    """Images (N, C, H, W, raw pixels) in rows of GRID_COLS, each titled with its class: the grid
+    a run keeps in predictions.safetensors (runs.grid_rows of its training split)."""
+    return _grid_figure(images, labels, classes, title)[0]
+
+
+def _grid_figure(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], title: str,
+                 hist_height: float = 0.0) -> tuple[Figure, Any]:
+    """The labelled cells, and with hist_height (inches) an empty axes below them for a histogram."""
+    cols = max(1, min(GRID_COLS, len(labels)))
+    rows = max(1, -(-len(labels) // cols))
+    cell = 1.2
+    height = cell * rows + hist_height + (0.9 if hist_height else 0.7)
+    fig = blank_figure(cell * cols + 0.4, height, layout=None)  # fixed layout: constrained is slow for many axes
+    fig.suptitle(title, y=1 - 0.12 / height)
+    ratios = [cell] * rows + ([hist_height] if hist_height else [])
+    grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, left=0.08 if hist_height else 0.02,
+                            right=0.97 if hist_height else 0.98, bottom=(0.45 if hist_height else 0.05) / height,
+                            top=1 - 0.55 / height, hspace=0.45, wspace=0.1)
+    pixels = _to_display(images) if len(labels) else []
+    for i, label_ in enumerate(labels):
         ax = fig.add_subplot(grid[i // cols, i % cols])
         gray = pixels[i].ndim == 2
         ax.imshow(pixels[i], cmap="gray_r" if gray else None, vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(short_name(data.classes[int(data.train.labels[row])], 14), fontsize=8)
+        ax.set_title(short_name(classes[int(label_)], 14), fontsize=8)
         for spine in ax.spines.values():
             spine.set_color("0.8")
             spine.set_linewidth(0.5)
-    _histogram_axes(fig.add_subplot(grid[rows, :]), data.train.images, data.pixel_max)
-    return fig
+    return fig, (fig.add_subplot(grid[rows, :]) if hist_height else None)
 
 
 def _histogram_axes(ax: Any, images: torch.Tensor, pixel_max: float) -> None:

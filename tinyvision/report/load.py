@@ -4,7 +4,6 @@ nothing here runs a model or loads a dataset; test predictions come from predict
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -122,9 +121,11 @@ def point_values(point: PointRecord, path: str) -> list[float]:
     return [v for r in point.completed if (v := get(r.result, path)) is not None]
 
 
-def point_summary(point: PointRecord, path: str) -> Summary:
-    """n, mean, std and 95% CI of a result number over the point's completed runs."""
-    return summarize(point_values(point, path))
+def point_summary(point: PointRecord, path: str, kind: str) -> Summary:
+    """n, mean, std and 95% CI of a result number over the point's completed runs; kind as
+    stats.summarize takes it: "proportion" (accuracy, error, macro-F1, ECE: a bounded interval,
+    never outside 0 to 1) or "nonnegative" (losses, times)."""
+    return summarize(point_values(point, path), kind=kind)
 
 
 def point_stat(point: PointRecord, path: str) -> tuple[float, float, int]:

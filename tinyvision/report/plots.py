@@ -16,6 +16,7 @@ from matplotlib.ticker import FuncFormatter
 
 from .. import runs
 from ..errors import TinyVisionError
+from ..stats import Summary
 from .load import PointRecord, get, mean_std, point_stat, point_summary
 
 METRICS = ("accuracy", "error")
@@ -266,19 +267,20 @@ MIN_SPAN = 5.0  # percentage points: a comparison's y axis never shows less (no 
 
 def plot_comparison(points: Sequence[PointRecord], *, metric: str = "accuracy",
                     title: str = "Test result vs model size") -> Figure:
-    """Test metric against parameter count (log x): one dot per point at its mean over seeds with a
-    95% confidence-interval bar (Student t; none for a single seed), seeds as faint dots. The y axis
-    spans at least MIN_SPAN points and says where it starts when that is not 0."""
+    """Test metric against parameter count (log x): one dot per point at its mean over seeds with its
+    95% confidence interval as a bar (stats.summarize's bounded interval for proportions: Student t
+    on the logit scale, so asymmetric and never outside 0 to 100%; none for a single seed), seeds as
+    faint dots. The y axis spans at least MIN_SPAN points and says where it starts when that is not 0."""
     ylabel = metric_label(metric)
     points = [p for p in points if p.completed]
     fig, (ax,) = new_figure(8.5, 4.5)
     for point, color in zip(points, _colors(len(points), ordered=False)):
         params, _, _ = point_stat(point, "params")
-        summary = point_summary(point, f"test.{metric}")
+        summary = point_summary(point, f"test.{metric}", "proportion")
         if math.isnan(params) or math.isnan(summary.mean):
             continue
-        err = None if math.isnan(summary.half_width) else [100 * summary.half_width]
-        ax.errorbar([params], [100 * summary.mean], yerr=err, color=color, marker="o", capsize=4, label=point.name)
+        ax.errorbar([params], [100 * summary.mean], yerr=interval_bars(summary), color=color, marker="o", capsize=4,
+                    label=point.name)
         seeds = [100 * v for v in _seed_values(point, f"test.{metric}")]
         if len(seeds) > 1:
             ax.scatter([params] * len(seeds), seeds, color=color, s=10, alpha=0.4)
@@ -294,6 +296,14 @@ def plot_comparison(points: Sequence[PointRecord], *, metric: str = "accuracy",
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                   title="mean, 95% CI" if any(len(p.completed) > 1 for p in points) else None)
     return fig
+
+
+def interval_bars(summary: Summary, scale: float = 100.0) -> Optional[list[list[float]]]:
+    """errorbar's yerr for a summary's confidence interval, [[mean - low], [high - mean]] (times
+    scale): asymmetric where the interval is (bounded ones); None without an interval (one seed)."""
+    if math.isnan(summary.ci_low) or math.isnan(summary.ci_high):
+        return None
+    return [[scale * (summary.mean - summary.ci_low)], [scale * (summary.ci_high - summary.mean)]]
 
 
 def _seed_values(point: PointRecord, path: str) -> list[float]:
@@ -332,7 +342,7 @@ def plot_comparison_curves(points: Sequence[PointRecord], *, metric: str = "accu
                 if n > 1:
                     ax.fill_between(epochs, [m - scale * s for m, s in zip(mean, std)],
                                     [m + scale * s for m, s in zip(mean, std)], color=color, alpha=0.15, linewidth=0)
-            test = point_summary(point, f"test.{key}" if key != "error" else "test.error")
+            test = point_summary(point, f"test.{key}", "nonnegative" if key == "loss" else "proportion")
             if not math.isnan(test.mean):
                 ax.axhline(scale * test.mean, color=color, linestyle="--", linewidth=1.2,
                            label=f"{point.name} test {scale * test.mean:.{2 if scale > 1 else 3}f}")

@@ -1,5 +1,5 @@
-"""The report's tables as Table blocks: run summary, per-layer parameters, per-class precision and
-recall, most-confused pairs, and one row per experiment point and per run. Validation columns and
+"""The report's tables as Table blocks: run summary, per-layer parameters, per-class precision,
+recall and F1, most-confused pairs, and one row per experiment point and per run. Validation columns and
 rows only where there is validation data (not for runs with val_size=0, which validated on test)."""
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ def run_summary_table(result: dict[str, Any], metrics: Sequence[dict[str, float]
         ("evaluated weights", result.get("evaluated_weights"), plain),
         ("best val loss (nats)", best.get("loss"), num), ("best val accuracy", best.get("accuracy"), pct),
         ("test loss (nats)", test.get("loss"), num), ("test accuracy", test.get("accuracy"), pct),
-        ("test error", test.get("error"), pct), ("seed", result.get("seed"), plain),
+        ("test error", test.get("error"), pct), ("test macro-F1", test.get("macro_f1"), pct),
+        (f"test top-{test.get('top_k')} accuracy", test.get("top_k_accuracy"), pct),
+        (f"test ECE ({(test.get('calibration') or {}).get('bins')} bins)", test.get("ece"), pct),
+        ("seed", result.get("seed"), plain),
         ("device", result.get("device"), plain), ("precision", result.get("precision"), plain),
         ("mean epoch time (s, training only)", result.get("mean_epoch_seconds"), sig3),
         ("total time (s, incl. data and test)", result.get("total_seconds"), sig3),
@@ -54,15 +57,20 @@ def layer_table(summary: ModelSummary) -> Table:
 
 
 def per_class_table(result: dict[str, Any]) -> Optional[Table]:
-    """Precision, recall (= per-class accuracy) and support per class, from result.json's test."""
-    per_class = (result.get("test") or {}).get("per_class")
+    """Precision, recall (= per-class accuracy), F1 and support per class, from result.json's test
+    (F1 from precision and recall for runs written before it was kept: their harmonic mean)."""
+    test = result.get("test") or {}
+    per_class = test.get("per_class")
     if not per_class:
         return None
-    rows = [{"class": c, "precision": p, "recall": r, "support": int(s)} for c, p, r, s in
-            zip(result.get("classes", []), per_class["precision"], per_class["recall"], per_class["support"])]
+    f1 = per_class.get("f1") or [2 * p * r / (p + r) if p + r else 0.0
+                                 for p, r in zip(per_class["precision"], per_class["recall"])]
+    rows = [{"class": c, "precision": p, "recall": r, "f1": f, "support": int(s)} for c, p, r, f, s in
+            zip(result.get("classes", []), per_class["precision"], per_class["recall"], f1, per_class["support"])]
     columns = [("class", "class", label), ("precision", "precision", pct),
-               ("recall", "recall (class accuracy)", pct), ("support", "test images", num)]
-    return Table(columns, rows, "Per-class precision and recall on the test set")
+               ("recall", "recall (class accuracy)", pct), ("f1", "F1", pct), ("support", "test images", num)]
+    macro = f" (macro-F1 {pct(test['macro_f1'])})" if test.get("macro_f1") is not None else ""
+    return Table(columns, rows, f"Per-class precision, recall and F1 on the test set{macro}")
 
 
 def confused_table(result: dict[str, Any]) -> Optional[Table]:
@@ -117,16 +125,21 @@ def points_table(exp: ExperimentRecord, metric: str = "accuracy") -> Table:
                      "test_ci": _ci_pair(p, f"test.{metric}", "proportion"),
                      "loss": _pair(*point_stat(p, "test.loss")),
                      "loss_ci": _ci_pair(p, "test.loss", "nonnegative"),
+                     "f1": _pair(*point_stat(p, "test.macro_f1")), "f1_ci": _ci_pair(p, "test.macro_f1", "proportion"),
+                     "ece": _pair(*point_stat(p, "test.ece")), "ece_ci": _ci_pair(p, "test.ece", "proportion"),
                      "seconds": _pair(*point_stat(p, "total_seconds"))})
     columns: list[Column] = [("label", "point", label), ("runs", "n (completed runs)", label),
                              ("params", "params", num), ("val", f"best val {metric}", mean_pm(pct)),
                              ("test", f"test {metric}", mean_pm(pct)), ("test_ci", f"test {metric} 95% CI", _ci(pct)),
                              ("loss", "test loss (nats)", mean_pm(num)), ("loss_ci", "test loss 95% CI", _ci(num)),
+                             ("f1", "test macro-F1", mean_pm(pct)), ("f1_ci", "test macro-F1 95% CI", _ci(pct)),
+                             ("ece", "test ECE", mean_pm(pct)), ("ece_ci", "test ECE 95% CI", _ci(pct)),
                              ("seconds", "seconds per run", mean_pm(secs))]
-    if all(row["val"][0] is None for row in rows):
-        columns = [c for c in columns if c[0] != "val"]
+    for key in ("val", "f1", "ece"):  # no validation split, or runs written before F1 and ECE were kept
+        if all(row[key][0] is None for row in rows):
+            columns = [c for c in columns if c[0] not in (key, f"{key}_ci")]
     caption = (f"Mean ± 1 standard deviation (ddof=1) over completed seeds; 95% CI (needs 2 or more seeds): "
-               f"{metric}: {KINDS['proportion']}; loss: {KINDS['nonnegative']}")
+               f"{metric}, macro-F1 and ECE: {KINDS['proportion']}; loss: {KINDS['nonnegative']}")
     if any(0 < len(p.completed) < MIN_SEEDS_TO_CONCLUDE for p in exp.points):
         caption += f". Fewer than {MIN_SEEDS_TO_CONCLUDE} seeds: the intervals are too wide to conclude"
     return Table(columns, rows, caption)

@@ -3,8 +3,9 @@
 Each member's model is built as its run alone builds it (the global generator seeded with its
 seed, the model built, then its init scheme), so member k of a population starts bit-exactly
 where run k alone starts. One run trains its own module (single.SingleModule); K runs are stacked
-(stacked.StackedModules), or refused as Unstackable where vmap cannot map the module (the caller
-trains them one at a time).
+(stacked.StackedModules), or refused as Unstackable where vmap cannot map the module or the runs
+resolved to fp16 (a gradient scaler skips a whole step on an overflow: one per run); the caller
+then trains them one at a time.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .batches import MemberBatches
 from .loop import Member
 from .losses import Loss
 from .single import SingleModule
-from .stacked import StackedModules
+from .stacked import StackedModules, Unstackable
 from .trainee import TraineeBase
 
 
@@ -45,6 +46,8 @@ def build_trainee(cfgs: Sequence[RunConfig], source: ModelSource, data: ImageDat
     dtype = autocast_dtype(cfgs[0].precision, device, nets[0])
     if len(cfgs) == 1:
         return _single(members[0], nets[0], data, norm, device, loss_of, dtype)
+    if dtype == torch.float16:  # precision auto may measure fp16 fastest on a GPU without bf16
+        raise Unstackable("fp16 runs train one at a time (a gradient scaler per run)")
     cfg = cfgs[0]
     nets = [net.to(device) for net in nets]
     base = DeviceLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.augment,
@@ -58,7 +61,7 @@ def build_trainee(cfgs: Sequence[RunConfig], source: ModelSource, data: ImageDat
 def _single(member: Member, net: nn.Module, data: ImageDataset, norm: Normalization, device: torch.device,
             loss: Loss, dtype: Optional[torch.dtype]) -> SingleModule:
     cfg, ctx = member.cfg, distributed.context()
-    channels_last = use_channels_last(device, net)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else use_channels_last(device, net)
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
     model = distributed.wrap(net, ctx, device)
     if cfg.compile:
@@ -72,7 +75,13 @@ def _single(member: Member, net: nn.Module, data: ImageDataset, norm: Normalizat
     val_loader = DeviceLoader(data.test if cfg.validates_on_test else data.val, cfg.eval_batch_size, **loader_args)
     optimizer = build_optimizer(net, cfg, fused=device.type == "cuda")
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
-    return SingleModule(member, net, model, optimizer, scheduler, train_loader, val_loader, loss, dtype)
+    return SingleModule(member, net, model, optimizer, scheduler, train_loader, val_loader, loss, dtype,
+                        grad_scaler(dtype, device))
+
+
+def grad_scaler(dtype: Optional[torch.dtype], device: torch.device) -> Optional[torch.amp.GradScaler]:
+    """fp16 autocast's gradient scaler (float16 gradients underflow without it); None otherwise."""
+    return torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
 
 def test_loader(trainee: TraineeBase, data: ImageDataset) -> DeviceLoader:

@@ -76,7 +76,8 @@ class Trainee(Protocol):
     def train_step(self, x: torch.Tensor, y: torch.Tensor,
                    active: list[bool]) -> tuple[torch.Tensor, torch.Tensor, int]: ...  # nll [K], correct [K], n
     def lrs(self) -> list[float]: ...
-    def schedule_step(self, per_step: bool, active: list[bool]) -> None: ...
+    def schedule_step(self, per_step: bool, active: list[bool],
+                      val_losses: Optional[list[float]] = None) -> None: ...  # per epoch: each run's val NLL
     def validate(self) -> list[dict]: ...  # each run's val_* columns
     def evaluate_before(self) -> list[dict]: ...  # each run's epoch-0 row
     def snapshot(self, k: int) -> State: ...
@@ -121,7 +122,7 @@ def train(trainee: Trainee, stop: Optional[StopRequest] = None,
         if not any(active(trainee)):
             break  # every run diverged in this epoch
         val = trainee.validate()
-        trainee.schedule_step(False, active(trainee))
+        trainee.schedule_step(False, active(trainee), [v["val_loss"] for v in val])  # plateau: each run's own
         trainee.epoch, trainee.step = trainee.epoch + 1, 0
         rows = {}
         for k in [k for k, on in enumerate(active(trainee)) if on]:

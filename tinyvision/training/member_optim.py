@@ -12,10 +12,16 @@ AdamW's decoupled decay multiplies the parameters by 1 - lr_k wd_k first, as tor
 every member is active with one lr and decay (seeds of one config) torch steps them at that lr
 directly: no copy, no scaling. The values come from each member's own torch optimiser and
 scheduler (MemberSchedules), built exactly as its single run builds them (one-cycle's momentum
-cycling included), so a member's lr follows its run's bit for bit.
+cycling included), so a member's lr follows its run's bit for bit; a plateau schedule steps with
+its member's own validation NLL, so members' rates part where their losses do.
+
+Gradient clipping (clip_grad_norm, per member) is torch.nn.utils.clip_grad_norm_'s arithmetic per
+member: member k's norm is the 2-norm of its rows of every stacked gradient (each row's norm, then
+the norm of those), and its rows are multiplied by min(1, max_norm_k / (norm_k + 1e-6)).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import torch
@@ -23,7 +29,7 @@ from torch import nn
 
 from ..config import RunConfig
 from .._fused import FusedStep
-from ..optim import PER_STEP_SCHEDULES, build_optimizer, build_scheduler
+from ..optim import CLIP_EPS, PER_STEP_SCHEDULES, build_optimizer, build_scheduler, step_scheduler
 
 SHARED_KEYS = ("momentum", "betas", "rho", "eps", "dampening", "nesterov")  # a schedule may move these; members share them
 
@@ -48,14 +54,15 @@ class MemberSchedules:
     def lrs(self) -> list[float]:
         return [float(group["lr"]) for group in self.groups()]
 
-    def step(self, per_step: bool, active: Sequence[bool]) -> None:
+    def step(self, per_step: bool, active: Sequence[bool], val_losses: Optional[Sequence[float]] = None) -> None:
         """Advance the active members' schedules that step per batch (per_step=True) or per epoch
-        (a stopped member's stays where its run ended, as in its checkpoint)."""
+        (a plateau schedule with its member's validation loss; a stopped member's schedule stays
+        where its run ended, as in its checkpoint)."""
         if per_step != self.per_step:
             return
-        for scheduler, on in zip(self.schedulers, active):
+        for k, (scheduler, on) in enumerate(zip(self.schedulers, active)):
             if scheduler is not None and on:
-                scheduler.step()
+                step_scheduler(scheduler, val_losses[k] if val_losses else None)
 
 
 class MemberOptimizer:
@@ -69,12 +76,20 @@ class MemberOptimizer:
         self.optimizer = build_optimizer(self.leaves, cfgs[0], fused=device.type == "cuda")
         self.step_fn = FusedStep(self.optimizer)  # optimizer.step(), bit for bit, less its per-call Python
         self.decoupled = cfgs[0].optimizer == "adamw"
+        limits = [cfg.clip_grad_norm for cfg in cfgs]
+        self.clip: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None  # None: no member clips
+        if any(limit is not None for limit in limits):
+            max_norm = torch.tensor([limit if limit is not None else math.inf for limit in limits], device=device)
+            unclipped = None if all(limit is not None for limit in limits) else max_norm.isinf()
+            self.clip = (max_norm, unclipped)
 
     def zero_grad(self) -> None:
         self.step_fn.zero_grad()
 
     @torch.no_grad()
     def step(self, active: Sequence[bool]) -> None:
+        if self.clip is not None:
+            clip_members([p.grad for p in self.leaves if p.grad is not None], *self.clip)
         groups = self.schedules.groups()
         group = self.optimizer.param_groups[0]
         for key in SHARED_KEYS:
@@ -135,6 +150,26 @@ class MemberOptimizer:
         group = {key: value for key, value in self.optimizer.param_groups[0].items() if key != "params"}
         self.optimizer.load_state_dict({"state": {i: s for i, s in state.items() if s},
                                         "param_groups": [{**group, "params": list(range(len(self.leaves)))}]})
+
+
+def clip_members(grads: Sequence[torch.Tensor], max_norm: torch.Tensor,
+                 unclipped: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Scale each member's rows of the stacked gradients (dimension 0: the member) in place as
+    torch.nn.utils.clip_grad_norm_ scales one run's gradients: by min(1, max_norm[k] / (norm[k] +
+    1e-6)), norm[k] the 2-norm over every gradient's row k. `unclipped` [K] (bool): members left
+    exactly as they are. Returns the norms [K] (before clipping)."""
+    if not grads:
+        return max_norm.new_zeros(max_norm.shape)
+    rows = [torch.linalg.vector_norm(g, 2, dim=tuple(range(1, g.dim()))) if g.dim() > 1 else g.abs()
+            for g in grads]  # each gradient's norm per member: [K] each
+    norms = torch.linalg.vector_norm(torch.stack(rows), 2, dim=0)  # [K]
+    # max_norm / (norm + eps) as torch computes a float over a tensor (reciprocal, times): bit for bit
+    coef = torch.clamp((norms + CLIP_EPS).reciprocal() * max_norm.to(norms.dtype), max=1.0)
+    if unclipped is not None:
+        coef = torch.where(unclipped, torch.ones_like(coef), coef)
+    for g in grads:
+        g.mul_(_per_member(coef, g))
+    return norms
 
 
 def _per_member(values: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

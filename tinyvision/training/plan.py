@@ -1,9 +1,10 @@
 """Which runs can train together as one population, and how many at a time.
 
 Members share everything but PER_MEMBER (seed, init, learning rate, weight decay, label
-smoothing, early stopping): one architecture, batch size, epochs, schedule kind, optimiser,
-dataset and precision. A run with compile=true trains alone; so do the runs of a model that
-torch.func.vmap cannot map (found when the population is built: training.stacked.Unstackable).
+smoothing, early stopping, gradient clipping): one architecture, batch size, epochs, schedule kind,
+optimiser, dataset and precision. A run with compile=true or precision=fp16 (a gradient scaler of
+its own) trains alone; so do the runs of a model that torch.func.vmap cannot map (found when the
+population is built: training.stacked.Unstackable).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..errors import TinyVisionError
 from ..runtime import has_conv, resolve_device
 
 PER_MEMBER = frozenset({"seed", "init", "lr", "weight_decay", "label_smoothing", "patience", "min_delta",
-                        "restore_best"})
+                        "restore_best", "clip_grad_norm"})
 
 
 def shared_key(cfg: RunConfig) -> tuple[tuple[str, str], ...]:
@@ -33,6 +34,8 @@ def config_problems(cfg: RunConfig) -> list[str]:
     """Why runs with this config cannot be population members (empty: they can)."""
     if cfg.compile:
         return ["compile=true"]
+    if cfg.precision == "fp16":  # a scaler skips a whole step on an overflow: each run its own
+        return ["precision=fp16"]
     return _model_facts(cfg).problems  # a model that cannot be built: each run fails alone
 
 

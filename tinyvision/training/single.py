@@ -1,6 +1,7 @@
 """One run stepping its own module: the fastest path for one run (channels_last on convolutions,
 autocast, torch.optim's fused step without its per-call Python: _fused.FusedStep), and the only
-one for torch.compile and torchrun (DistributedDataParallel)."""
+one for torch.compile, torchrun (DistributedDataParallel) and fp16 (torch.amp.GradScaler).
+Gradient clipping is torch.nn.utils.clip_grad_norm_ over the run's parameters."""
 from __future__ import annotations
 
 import time
@@ -13,7 +14,7 @@ from torch import nn
 from ..data.loader import DeviceLoader
 from ..evaluate import Forward, Predictions, predict_members
 from .._fused import FusedStep
-from ..optim import PER_STEP_SCHEDULES, current_lr
+from ..optim import PER_STEP_SCHEDULES, current_lr, step_scheduler
 from ..runtime import autocast
 from .loop import Member, State
 from .losses import Loss
@@ -31,12 +32,17 @@ class SingleModule(TraineeBase):
 
     def __init__(self, member: Member, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], loader: DeviceLoader,
-                 val_loader: DeviceLoader, loss: Loss, dtype: Optional[torch.dtype]) -> None:
+                 val_loader: DeviceLoader, loss: Loss, dtype: Optional[torch.dtype],
+                 scaler: Optional[torch.amp.GradScaler] = None) -> None:
         super().__init__([member], loader.device, loss, dtype)
         self.net, self.model, self.optimizer, self.scheduler = net, model, optimizer, scheduler
         self.loader, self.val_loader = loader, val_loader
         self._step = FusedStep(optimizer)  # optimizer.step(), bit for bit, less its per-call Python
         self.template = net  # the architecture (summaries)
+        self.scaler = scaler  # fp16: the loss scaled so that small gradients survive float16
+        self.clip = member.cfg.clip_grad_norm  # None: no clipping, nothing done per step
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.per_step_schedule = member.cfg.schedule in PER_STEP_SCHEDULES
 
     def training_loader(self) -> DeviceLoader:
         return self.loader
@@ -51,18 +57,34 @@ class SingleModule(TraineeBase):
             out = self.model(x)
             loss = self.loss.one(out.float(), y)
         self._step.zero_grad()
-        loss.backward()
-        self._step()
+        if self.scaler is not None:
+            self._scaled_step(loss)
+        else:
+            loss.backward()
+            if self.clip is not None:
+                nn.utils.clip_grad_norm_(self.params, self.clip)
+            self._step()
         with torch.no_grad():  # 0-dim: the loop's [1] sums take them as they are
             nll = loss if self.loss.reports_its_nll else F.cross_entropy(out.float(), y)
             return nll, (out.argmax(dim=1) == y).sum(), len(y)
 
+    def _scaled_step(self, loss: torch.Tensor) -> None:
+        """fp16 (torch.amp.GradScaler): the loss scaled up for the backward pass, the gradients
+        unscaled before clipping; a step whose gradients overflowed is skipped and the scale lowered.
+        torch.optim's own step (FusedStep passes no gradient scale)."""
+        self.scaler.scale(loss).backward()
+        if self.clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
     def lrs(self) -> list[float]:
         return [current_lr(self.optimizer)]
 
-    def schedule_step(self, per_step: bool, active: list[bool]) -> None:
-        if self.scheduler is not None and (self.members[0].cfg.schedule in PER_STEP_SCHEDULES) == per_step:
-            self.scheduler.step()
+    def schedule_step(self, per_step: bool, active: list[bool], val_losses: Optional[list[float]] = None) -> None:
+        if self.scheduler is not None and self.per_step_schedule == per_step:
+            step_scheduler(self.scheduler, val_losses[0] if val_losses else None)
 
     def forward(self) -> Forward:
         return lambda x: self.model(x).unsqueeze(0)
@@ -96,7 +118,8 @@ class SingleModule(TraineeBase):
 
     def member_record(self, k: int) -> dict[str, Any]:
         return {"model": self.snapshot(0), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
 
     def load_records(self, records: list[dict[str, Any]]) -> None:
         from ..optim import match_state_layout
@@ -107,6 +130,8 @@ class SingleModule(TraineeBase):
         match_state_layout(self.optimizer)  # build_optimizer's load hook does it too; any optimizer here
         if self.scheduler is not None and record["scheduler"] is not None:
             self.scheduler.load_state_dict(record["scheduler"])
+        if self.scaler is not None and record.get("scaler"):  # its scale and growth count: exact resumes
+            self.scaler.load_state_dict(record["scaler"])
 
     def state_shapes(self) -> dict[str, torch.Size]:
         return {k: v.shape for k, v in self.net.state_dict().items()}

@@ -120,8 +120,8 @@ class StackedModules(TraineeBase):
     def lrs(self) -> list[float]:
         return self.optimizer.schedules.lrs()
 
-    def schedule_step(self, per_step: bool, active: list[bool]) -> None:
-        self.optimizer.schedules.step(per_step, active)
+    def schedule_step(self, per_step: bool, active: list[bool], val_losses: Optional[list[float]] = None) -> None:
+        self.optimizer.schedules.step(per_step, active, val_losses)
 
     def predict(self, loader: DeviceLoader, tta: bool = False, flip: bool = False,
                 weights: Optional[tuple[Tensors, Tensors]] = None) -> list[Predictions]:

@@ -19,6 +19,7 @@ class TraineeBase:
         self.members, self.device, self.loss, self.dtype = list(members), device, loss, dtype
         self.epoch, self.step = 0, 0  # epochs completed; steps of the current one
         self.partial: Optional[dict[str, Any]] = None  # the current epoch's sums so far (a stop mid-epoch)
+        self.decision: Any = None  # what auto resolved to (probe.Decision), set by pipeline.prepare
 
     # what subclasses give
     def member_record(self, k: int) -> dict[str, Any]:  # model, optimizer, scheduler (checkpoint.py)
