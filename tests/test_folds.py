@@ -80,7 +80,7 @@ def test_digits_folds_and_their_own_normalization() -> None:
 
 
 def test_bad_fold_settings_are_one_line(numbered: str, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="val_size: does not apply with cv_folds"):
+    with pytest.raises(ConfigError, match="val_size does not apply with cv_folds"):
         load_data(make_config(dataset=numbered, cv_folds=5, cv_fold=0, val_size=10))
     with pytest.raises(ConfigError, match="cv_fold 5 is beyond cv_folds 5"):
         make_config(cv_folds=5, cv_fold=5)

@@ -270,6 +270,8 @@ def _error_line(err: Any, prefix: str = "config ", fields: Optional[list[str]] =
     given is cut to about 100 characters (a YAML file may hold a 30 MB string)."""
     field = ".".join(str(p) for p in err["loc"]) or "config"
     msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # how fields combine (a model check): the message names them; the input is all of it
+        return ConfigError(f"{prefix.strip()}: {msg}")
     if err["type"] == "extra_forbidden":
         fields = fields or list(RunConfig.model_fields)
         hint = difflib.get_close_matches(field[:200], fields, n=1)
