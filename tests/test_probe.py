@@ -51,6 +51,14 @@ def test_the_faster_precision_is_chosen(measured, slower: str, expected: str) ->
     assert decision.timings["precision"][expected] == pytest.approx(1000.0)
 
 
+def test_a_near_tie_keeps_the_default(measured) -> None:
+    """bf16 2% faster is within the noise of a shared machine: fp32 (the default) stays."""
+    measured["costs"] = {("precision", "bf16"): 0.98}
+    assert decide(make_config(model="digits-cnn"), measured).precision == "fp32"
+    measured["costs"] = {("precision", "bf16"): 0.9}
+    assert decide(make_config(model="digits-cnn", batch_size=32), measured).precision == "bf16"
+
+
 def test_threads_and_layout_are_measured_too_and_an_mlp_has_no_layout_to_choose(measured) -> None:
     measured["costs"] = {("threads", str(probe.cores())): 5.0, ("channels_last", "True"): 2.0}
     cnn = decide(make_config(model="digits-cnn"), measured)

@@ -6,7 +6,10 @@ AMD Zen 4 and 1.3x slower on an Intel Xeon with the same AVX512-BF16 flag. So fo
 left at auto (`precision`, `threads`, `channels_last`), the run's own training step (its model,
 batch size, optimiser and loss, on synthetic images of the dataset's shape) is timed under each
 candidate, one setting at a time (threads, then precision, then layout, each with the ones
-decided so far): a few warm-up steps, then the median of a few timed ones. The choice and the
+decided so far): a few warm-up steps, then rounds of timed steps with the candidates
+alternating (a shared machine's load moves: each candidate sees the same moments), the median
+per candidate; the default (every core, fp32, channels_last for convolutions) stays unless
+another candidate is MARGIN faster. The choice and the
 timings are cached per machine (CPU model, or GPU name), torch version and model signature in
 the user cache folder (probe.json), so a model is measured once per machine; result.json
 records them under "auto". A setting the user pins is never measured nor overridden.
@@ -31,8 +34,9 @@ from .config import RunConfig
 from .files import atomic_write
 from .runtime import configure_threads, cuda_ampere_or_later, has_conv
 
-PROBE_VERSION = 1  # bump when what is timed changes: older cache entries are not used
-WARMUP, TIMED = 3, 5  # steps per candidate (a LeNet step on 2 cores: ~8 ms)
+PROBE_VERSION = 2  # bump when what is timed changes: older cache entries are not used
+WARMUP, ROUNDS, STEPS = 3, 3, 3  # per candidate: warm-up steps, then rounds of timed steps (LeNet: ~8 ms each)
+MARGIN = 0.05  # another candidate replaces the default only when this much faster: a near tie is noise
 Timer = Callable[[], float]
 
 
@@ -134,24 +138,30 @@ def _write_cache(key: str, record: dict[str, Any]) -> None:
 # -- measuring ------------------------------------------------------------------------------------
 
 def fastest(candidates: dict[str, Callable[[], None]], timer: Timer = time.perf_counter) -> tuple[str, dict[str, float]]:
-    """The candidate whose step is fastest (median of TIMED steps after WARMUP), and every one's
-    milliseconds per step. A candidate whose step raises is left out."""
-    timings: dict[str, float] = {}
+    """The candidate whose step is fastest, and every one's milliseconds per step (the median of
+    ROUNDS x STEPS timed steps, after WARMUP, the candidates alternating round by round). The first
+    candidate is the default: another wins only when MARGIN faster. A candidate whose step raises
+    is left out."""
+    live: dict[str, Callable[[], None]] = {}
     for name, step in candidates.items():
         try:
             for _ in range(WARMUP):
                 step()
-            times = []
-            for _ in range(TIMED):
-                start = timer()
-                step()
-                times.append(timer() - start)
-        except Exception:  # noqa: BLE001 - a candidate this machine cannot run (bf16 on some CPUs)
+        except Exception:  # noqa: BLE001 - a candidate this machine cannot run
             continue
-        timings[name] = 1000 * statistics.median(times)
-    if not timings:
+        live[name] = step
+    if not live:
         raise RuntimeError("no candidate ran")
-    return min(timings, key=timings.__getitem__), timings
+    times: dict[str, list[float]] = {name: [] for name in live}
+    for r in range(ROUNDS):
+        for name in (list(live) if r % 2 == 0 else list(reversed(live))):
+            for _ in range(STEPS):
+                start = timer()
+                live[name]()
+                times[name].append(timer() - start)
+    timings = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    default, best = next(iter(live)), min(timings, key=timings.__getitem__)
+    return (best if timings[best] * (1 + MARGIN) < timings[default] else default), timings
 
 
 def decide(cfg: RunConfig, source: Any, data: Any, device: torch.device,
@@ -196,7 +206,7 @@ def decide(cfg: RunConfig, source: Any, data: Any, device: torch.device,
 def _measure(cfg: RunConfig, source: Any, data: Any, device: torch.device, decision: Decision,
              settings: list[str], timer: Timer) -> Decision:
     """One setting at a time, each candidate timed with the settings decided so far."""
-    candidates = {"threads": sorted({cores(), max(1, cores() // 2), 1}, reverse=True),
+    candidates = {"threads": sorted({cores(), max(1, cores() // 2), 1}, reverse=True),  # the first: the default
                   "precision": ["fp32", "bf16"] if device.type == "cpu" or cuda_ampere_or_later(device)
                   else ["fp32", "fp16"],
                   "channels_last": [True, False]}
