@@ -124,3 +124,20 @@ def test_doctor_prints_the_machine_and_the_choices(monkeypatch, measured, capsys
     assert main(["doctor", "--model", "digits-cnn", "--dataset", "digits"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("machine: cpu:") and "precision      fp32: 1000.00   bf16: 4000.00   -> fp32" in out, out
+
+
+@pytest.mark.parametrize("population_cost,pays", [(2.0, True), (8.0, False)])
+def test_a_population_is_chosen_only_where_it_pays(measured, population_cost: float, pays: bool) -> None:
+    """Per run and step: alone 1.0, four stacked 2.0 (0.5 each: pays) or 8.0 (2.0 each: does not)."""
+    measured["costs"] = {("population", "4"): population_cost}
+    cfg = make_config(model="digits-mlp", batch_size=32 if pays else 48)
+    assert probe.population_pays(cfg, (1, 8, 8, 10), CPU, False, timer=measured["timer"]) is pays
+    steps = measured["steps"]
+    assert probe.population_pays(cfg, (1, 8, 8, 10), CPU, False, timer=measured["timer"]) is pays  # cached
+    assert measured["steps"] == steps
+
+
+def test_without_the_probe_a_cnn_trains_alone_on_a_cpu(monkeypatch) -> None:
+    monkeypatch.setenv("TINYVISION_PROBE", "0")
+    assert probe.population_pays(make_config(model="digits-cnn"), (1, 8, 8, 10), CPU, True) is False
+    assert probe.population_pays(make_config(model="digits-mlp"), (1, 8, 8, 10), CPU, False) is True

@@ -119,16 +119,25 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, data_dir: str | No
         why = " (val_size=0: it validated on the test set)" if split == "val" and cfg.validates_on_test else ""
         raise TinyVisionError(f"{run_dir}: its {split} split has no images{why}; evaluate another split")
     dev = resolve_device(device)
+    cfg = _as_run_decided(cfg, run_dir)  # what its auto settings were (probe.py): the run's own numbers
     if dev.type == "cpu":
         configure_threads(cfg.threads)  # oneDNN's kernels and summation order follow the thread count
     set_determinism(cfg.deterministic, dev)
-    channels_last = use_channels_last(dev, loaded.model)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else use_channels_last(dev, loaded.model)
     model = loaded.model.to(dev, memory_format=torch.channels_last) if channels_last else loaded.model.to(dev)
     loader = DeviceLoader(getattr(data, split), cfg.eval_batch_size, device=dev, norm=loaded.norm,
                           channels_last=channels_last)
     pred = predict_loader(model, loader, tta=cfg.tta, flip=cfg.flips, precision=cfg.precision)
     found = metrics_record(pred, data.classes, top_k=cfg.top_k, bins=cfg.calibration_bins)
     return {"split": split, **found, "per_class_recall": found["per_class"]["recall"], "classes": list(data.classes)}
+
+
+def _as_run_decided(cfg: Any, run_dir: str | Path) -> Any:
+    """The config with the settings its run resolved from auto (result.json "auto"), so that an
+    evaluation computes as the run's own test did."""
+    decided = (runs.read_result(run_dir) or {}).get("auto") or {}
+    chosen = {key: decided[key] for key in ("precision", "threads", "channels_last") if decided.get(key) is not None}
+    return cfg.model_copy(update=chosen) if chosen else cfg
 
 
 def collect_images(paths: Sequence[str | Path]) -> list[Path]:

@@ -231,14 +231,16 @@ def _stepper(cfg: RunConfig, source: Any, data: Any, device: torch.device, decis
     def step() -> None:
         if not state:
             configure_threads(value if setting == "threads" else decision.threads)
-            state["trainee"] = _trainee(cfg, source, data, device, {**_current(decision), setting: value})
+            members = value if setting == "population" else 1
+            settings = {**_current(decision), **({} if setting == "population" else {setting: value})}
+            state["trainee"] = _trainee(cfg, source, data, device, settings, members)
             state["batches"] = state["trainee"].batches()
         try:
             x, y = next(state["batches"])
         except StopIteration:
             state["batches"] = state["trainee"].batches()
             x, y = next(state["batches"])
-        state["trainee"].train_step(x, y, [True])
+        state["trainee"].train_step(x, y, [True] * len(state["trainee"].members))
 
     return step
 
@@ -247,8 +249,9 @@ def _current(decision: Decision) -> dict[str, Any]:
     return {"threads": decision.threads, "precision": decision.precision, "channels_last": decision.channels_last}
 
 
-def _trainee(cfg: RunConfig, source: Any, data: Any, device: torch.device, settings: dict[str, Any]) -> Any:
-    """A single run's trainee on 8 batches of synthetic images of the data's shape."""
+def _trainee(cfg: RunConfig, source: Any, data: Any, device: torch.device, settings: dict[str, Any],
+             members: int = 1) -> Any:
+    """A trainee of `members` runs (seeds 0, 1, ...) on 8 batches of synthetic images of the data's shape."""
     from .data.loader import Normalization
     from .data.splits import ImageDataset, Split
     from .training.build import build_trainee
@@ -263,4 +266,44 @@ def _trainee(cfg: RunConfig, source: Any, data: Any, device: torch.device, setti
     probe_cfg = cfg.model_copy(update={"precision": settings["precision"], "channels_last": settings["channels_last"],
                                        "threads": settings["threads"], "compile": False, "augment": "none"})
     with torch.random.fork_rng():
-        return build_trainee([probe_cfg], source, fake, norm, device)
+        return build_trainee([probe_cfg.model_copy(update={"seed": k}) for k in range(members)], source, fake, norm,
+                             device)
+
+
+# -- population size ------------------------------------------------------------------------------
+
+POPULATION_PROBE = 4  # members in the measured population
+
+
+def population_pays(cfg: RunConfig, shape: tuple[int, int, int, int], device: torch.device, convolutional: bool,
+                    timer: Timer = time.perf_counter, use_cache: bool = True) -> bool:
+    """Whether POPULATION_PROBE runs like `cfg` train faster stacked than one at a time here, per
+    step of each (shape: C, H, W, classes). Cached as the other choices; without the probe the
+    rule: on a CPU, convolutional models train one at a time."""
+    if not enabled() or cfg.model.startswith("python:"):
+        return not (device.type == "cpu" and convolutional)
+    key = cache_key(cfg, shape[:3], shape[3]) + "|population"
+    cached = _read_cache().get(key) if use_cache else None
+    if cached:
+        return bool(cached["pays"])
+    from .models.source import resolve_model
+
+    source = resolve_model(cfg.model, cfg.model_args)
+    data = _shape_only(shape)
+    alone = _stepper(cfg, source, data, device, rule(cfg, device), "population", 1)
+    together = _stepper(cfg, source, data, device, rule(cfg, device), "population", POPULATION_PROBE)
+    try:
+        _, timings = fastest({"1": alone, str(POPULATION_PROBE): together}, timer)
+    except RuntimeError:  # the population cannot be built (a module vmap cannot map)
+        timings = {"1": 1.0}
+    per_run = {"alone": timings["1"], "population": timings.get(str(POPULATION_PROBE), float("inf")) / POPULATION_PROBE}
+    pays = per_run["population"] * (1 + MARGIN) < per_run["alone"]
+    _write_cache(key, {"pays": pays, "ms_per_run_step": per_run})
+    return pays
+
+
+def _shape_only(shape: tuple[int, int, int, int]) -> Any:
+    from types import SimpleNamespace
+
+    c, h, w, classes = shape
+    return SimpleNamespace(input_shape=(c, h, w), num_classes=classes, classes=tuple(map(str, range(classes))))

@@ -35,8 +35,9 @@ add_recipe("digits-accurate", "Digits: unpooled CNN (8x8 kept), dropout, 1-px sh
            "images, shift TTA (~99.0% test)",
            dataset="digits", model="cnn:32-64/k3/nopool/bn/fc128/drop0.3", augment="translate",
            translate=1, lr=3e-3, epochs=80, val_size=100, batch_size=64, tta=True, **_ONECYCLE)
-add_recipe("mnist-fast", "MNIST: small BN CNN, valid 5x5 convs, 2 epochs one-cycle (99.3% test, ~13 s on 2 cores)",
-           dataset="mnist", model="cnn:16-32/k5/p0/bn/fc128", lr=4e-3, epochs=2, batch_size=128,
+add_recipe("mnist-fast", "MNIST: small BN CNN, valid 5x5 convs, 1 epoch one-cycle (99.0-99.15% test over 4 "
+           "seeds, ~4 s of training on 2 cores)", dataset="mnist", model="cnn:16-32/k5/p0/bn/fc128", lr=6e-3,
+           epochs=1, batch_size=192,
            **_ONECYCLE)
 add_recipe("mnist-accurate", "MNIST: BN CNN 32-64-128, 2-px shifts, 8 epochs one-cycle, shift TTA (~99.6% test)",
            dataset="mnist", model="cnn:32-64-128/k3/bn/fc256", augment="translate", translate=2,

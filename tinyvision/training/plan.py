@@ -87,13 +87,18 @@ def auto_population(cfg: RunConfig, sharing: int = 1) -> int:
     """Members per population by default for runs like `cfg`: as many as fit in half the memory
     available on its device, split between `sharing` processes (each member's weights, gradients,
     optimiser buffers, best and last weights, and a training batch's activations and their
-    gradients, or an evaluation batch's if larger), at most AUTO_MAX. On a CPU, models with
-    convolutions train one at a time: a population of 8 LeNets measured 0.77-0.89x the speed of
-    one at a time there (benchmarks/README.md), so grouping would cost, not pay."""
+    gradients, or an evaluation batch's if larger), at most AUTO_MAX; and only where a population
+    measurably trains faster than the same runs one at a time here (probe.population_pays: a
+    population of LeNets measured 0.77-0.89x on 2-core CPUs, of MLPs 2-3x). Without the probe:
+    on a CPU, models with convolutions train one at a time."""
+    from .. import probe
+
     device = resolve_device(cfg.device)
     facts = _model_facts(cfg)
-    if facts.problems or (device.type == "cpu" and facts.convolutional):
-        return 1  # a model that cannot be stacked, or does not fit the data: its runs train alone
+    if facts.problems:
+        return 1  # a model that cannot be built here: its runs train alone, saying why
+    if not probe.population_pays(cfg, _input_shape(cfg), device, facts.convolutional):
+        return 1
     per_member = 4 * (6 * facts.params + max(3 * cfg.batch_size, cfg.eval_batch_size) * facts.activations)  # fp32
     budget = MEMORY_SHARE * available_memory(device) / max(sharing, 1)
     return max(1, min(AUTO_MAX, int(budget // per_member)))
