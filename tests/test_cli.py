@@ -266,7 +266,7 @@ def test_recipes_lists_the_registered_recipes(capsys):
         recipe = RECIPES.get(name)
         assert f"{name}: {recipe.description}" in out
     fast = out.splitlines()[out.splitlines().index(f"mnist-fast: {RECIPES.get('mnist-fast').description}") + 1]
-    assert "dataset=mnist" in fast.split() and "epochs=2" in fast.split()
+    assert "dataset=mnist" in fast.split() and "epochs=1" in fast.split()
     rc, out, _ = cli(capsys, "recipes", "digits*")
     assert rc == 0 and "digits-cnn:" in out and "mnist-fast" not in out
 
