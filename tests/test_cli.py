@@ -168,7 +168,7 @@ def test_models_lists_presets_with_parameter_counts(capsys):
     expected = {"cnn-tiny": ("cnn:16-4/k3/same", "1x28x28", "2,710"),
                 "lenet": ("cnn:20-50/k5/p0/fc500", "1x28x28", "431,080"),
                 "digits-mlp": ("mlp:128-64-64-32", "1x8x8", "23,146"),
-                "digits-cnn": ("cnn:16-64/k3/fc256-128", "1x8x8", "109,418"),
+                "digits-cnn": ("cnn:32-64/k3/bn/fc128/drop0.3", "1x8x8", "53,194"),
                 "mlp-40-40": ("mlp:40-40", "1x28x28", "33,450")}
     for name, cells in expected.items():
         assert tuple(rows[name][1:4]) == cells, rows[name]
@@ -202,11 +202,12 @@ def test_summary_with_dataset_shape(capsys):
     assert rc == 0
     lines = out.strip().splitlines()
     rows = {line.split()[0]: line.split() for line in lines[2:-2]}
-    assert rows["conv1"][1:4] == ["Conv2d", "16x8x8", "160"]
-    assert rows["conv2"][1:4] == ["Conv2d", "64x4x4", "9,280"]
+    assert rows["conv1"][1:4] == ["Conv2d", "32x8x8", "320"]
+    assert rows["bn1"][1:4] == ["BatchNorm2d", "32x8x8", "64"]
+    assert rows["conv2"][1:4] == ["Conv2d", "64x4x4", "18,496"]
     assert rows["flatten"][2] == "256"
     assert rows["head"][1:4] == ["Linear", "10", "1,290"]
-    assert lines[-1].split()[:5] == ["total", "1x8x8", "in", "109,418", "256,256"]
+    assert lines[-1].split()[:5] == ["total", "1x8x8", "in", "53,194", "347,392"]
 
 
 def test_summary_of_a_spec(capsys):
@@ -285,7 +286,7 @@ def test_train_writes_a_complete_run_directory(capsys, tmp_path):
     # per-epoch progress on stderr (not a terminal: one plain line per epoch), the summary on stdout
     assert [line.split()[:2] for line in err.strip().splitlines()] == [["epoch", "1/2"], ["epoch", "2/2"]]
     summary, report = out.strip().splitlines()  # the result line, then where the report went
-    assert re.match(rf"completed: {re.escape(str(run))}  params 109,418  best epoch [12]  "
+    assert re.match(rf"completed: {re.escape(str(run))}  params 53,194  best epoch [12]  "
                     r"test loss \d+\.\d{4} acc \d+\.\d\d%  \(\d+\.\ds\)$", summary), out
     assert report == f"report: {run / 'report.html'}" and (run / "report.html").exists()
 
@@ -509,7 +510,7 @@ def test_compare_two_models(capsys, tmp_path):
     table = {model: [line for line in lines if re.search(rf"(^|=){model}\s", line)]
              for model in ("digits-mlp", "digits-cnn")}
     assert len(table["digits-mlp"]) == len(table["digits-cnn"]) == 1, out
-    assert "23,146" in table["digits-mlp"][0].split() and "109,418" in table["digits-cnn"][0].split()
+    assert "23,146" in table["digits-mlp"][0].split() and "53,194" in table["digits-cnn"][0].split()
     assert lines.index(table["digits-mlp"][0]) < lines.index(table["digits-cnn"][0])  # in the order given
 
     # then a line names the experiment folder, which holds the same table as Markdown, and the report
@@ -521,7 +522,7 @@ def test_compare_two_models(capsys, tmp_path):
     md = (exp_dir / "results.md").read_text()
     assert md.startswith("| ")
     assert re.search(r"^\| (model=)?digits-mlp \|.* 23,146 \|", md, re.M), md
-    assert re.search(r"^\| (model=)?digits-cnn \|.* 109,418 \|", md, re.M), md
+    assert re.search(r"^\| (model=)?digits-cnn \|.* 53,194 \|", md, re.M), md
 
     results = [read_json(p) for p in exp_dir.rglob("result.json")]
     assert sorted((r["model"], r["status"], r["epochs_run"], r["params"]) for r in results) == [

@@ -32,7 +32,7 @@ BATCH_NORM = (None, 2e-3)  # metrics only (see the module docstring)
 METRIC_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 ACCURACY_TOLERANCE = 2.5e-3  # two images of Digits' 1,000 (train) or 350 (validation) change sides at most
 BASE = {"dataset": "digits", "precision": "fp32", "epochs": 1, "threads": 1}  # one thread: steady on a shared machine
-MLP, CNN = "digits-mlp", "digits-cnn"
+MLP, CNN = "digits-mlp", "cnn:16-64/k3/fc256-128"  # a plain CNN: the digits-cnn preset has dropout
 NEVER_BETTER = {"min_delta": 100.0}  # epoch 1 improves on inf, no later epoch can: stops after `patience`
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -137,16 +138,27 @@ def load_weights(path: str | Path, *, trust_pickle: bool = False) -> tuple[dict[
         raise DataError(f"{path}: metadata is not tinyvision's JSON") from None
 
 
+def _plain(value: Any) -> bool:
+    """A value JSON stores as it is: None, bool, int, str or a finite float."""
+    kind = type(value)
+    return value is None or kind is int or kind is str or kind is bool or (kind is float and math.isfinite(value))
+
+
 def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
     """Replace each tensor by a reference into `tensors`; keep the JSON-able rest."""
     if isinstance(obj, torch.Tensor):
         tensors[prefix] = obj.detach().cpu().contiguous()
         return {"__tensor__": prefix}
     if isinstance(obj, dict):
+        if all(map(_plain, obj.keys())) and all(map(_plain, obj.values())):  # fast path: same output
+            return {"__dict__": [[k, v] for k, v in obj.items()]}
         return {"__dict__": [[_flatten(k, tensors, f"{prefix}.k{i}"), _flatten(v, tensors, f"{prefix}.{i}")]
                              for i, (k, v) in enumerate(obj.items())]}
     if isinstance(obj, (list, tuple)):
-        items = [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
+        if all(map(_plain, obj)):  # fast path (an RNG state, a metrics row): same output
+            items = list(obj)
+        else:
+            items = [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
         return {"__tuple__": items} if isinstance(obj, tuple) else items
     if isinstance(obj, float) and not (obj == obj and abs(obj) != float("inf")):
         return {"__float__": repr(obj)}  # JSON has no NaN/inf

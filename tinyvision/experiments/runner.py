@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 from .. import rundir, runs
 from ..config import RunConfig
 from ..files import atomic_write
+from ..shortrepr import clip_text
 from ..stopping import StopRequest, stop_on_signals
 from . import folds, pool
 from .groups import RunJob, plan, run_group
@@ -86,6 +87,8 @@ def experiment_lock(exp_dir: Path) -> Iterator[None]:
 def _describe(job: RunJob, result: dict[str, Any]) -> str:
     test = result.get("test") or {}
     acc = f"test acc {100 * test['accuracy']:.2f}%" if test else result.get("status", "?")
+    if not test and result.get("reason") and not result.get("skipped"):
+        acc += ": " + clip_text(str(result["reason"]).splitlines()[0], 240)  # a failure says why, on its line
     if result.get("skipped"):
         took = "skipped: " + ("done" if result.get("status") in rundir.FINISHED_STATUSES else result.get("reason", ""))
     else:

@@ -38,7 +38,8 @@ _preset("lenet", "cnn:20-50/k5/p0/fc500", "LeNet-style: conv20 k5 valid, pool, c
 _preset("cnn-tiny", "cnn:16-4/k3/same", "conv16, pool, conv4, pool, linear 196->10 (2,710 params)")
 _preset("cnn-small", "cnn:8-16/k5/same/fc128", "conv8 k5, pool, conv16 k5, pool, fc128")
 _preset("digits-mlp", "mlp:128-64-64-32", "MLP 64-128-64-64-32-10 for 8x8 digits", (1, 8, 8))
-_preset("digits-cnn", "cnn:16-64/k3/fc256-128", "conv16, pool, conv64, pool, fc256-128 for 8x8 digits",
+_preset("digits-cnn", "cnn:32-64/k3/bn/fc128/drop0.3",
+        "conv32-BN, pool, conv64-BN, pool, fc128, dropout 0.3 for 8x8 digits (chosen by examples/tune-main-job.yaml)",
         (1, 8, 8))
 _preset("svhn-cnn", "cnn:16-32-64/k3/fc256-64", "conv16-32-64 each pooled, flatten 1024, fc256-64",
         (3, 32, 32))
