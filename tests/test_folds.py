@@ -117,7 +117,7 @@ def test_train_folds_refuses_what_does_not_apply(tmp_path: Path, capsys: pytest.
     assert "folds must be a whole number from 2 to 100" in capsys.readouterr().err
     assert main(["train", "--folds", "3", "--out", str(tmp_path), "val_size=100"]) == 2
     assert "val_size does not apply with folds" in capsys.readouterr().err
-    assert main(["train", "--folds", "3", "--resume", str(tmp_path)]) == 1
+    assert main(["train", "--folds", "3", "--resume", str(tmp_path)]) == 2
     assert "--folds does not go with --resume" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written
 

@@ -124,6 +124,10 @@ def _restore_member(member: "Member", entry: dict[str, Any]) -> None:
 
 
 def _check(saved: Any, trainee: Any, names: Sequence[str]) -> None:
+    found = saved.get("format") if isinstance(saved, dict) else None
+    if isinstance(found, str) and found.startswith("tinyvision-checkpoint-") and found != FORMAT:
+        raise Mismatch(f"a checkpoint in format {found[:60]}, written by another tinyvision version; this one "
+                       f"reads {FORMAT} and {_OLD_FORMAT} (nothing was changed)")
     if not isinstance(saved, dict) or saved.get("format") != FORMAT or not isinstance(saved.get("entries"), list):
         raise Mismatch("expected a tinyvision checkpoint (model, optimizer, epoch, step...)")
     members = trainee.members

@@ -338,13 +338,14 @@ def parse_override(text: str) -> tuple[str, Any]:
 def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """A YAML file holding a mapping (a run config, an experiment or tune file), read with
     tinyvision.yamlfile: a directory, a binary or over-large file, a duplicate key or an alias
-    bomb is a one-line YamlError (exit 2) naming the file (and line)."""
+    bomb is a one-line YamlError (exit 2) naming the file (and line). An empty file (nothing but
+    comments) is refused too: it is a wrong or unsaved file more often than a wish for defaults."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         raise ConfigError(f"{what} {path} does not exist")
     data = read_yaml_file(path)
     if data is None:
-        return {}
+        raise ConfigError(f"{what} {path} is empty: it holds no field: value lines")
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a mapping of field: value, found a {type(data).__name__}")
     return data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from .evaluate import metrics_record, predict_loader
 from .models.source import ModelError, ModelSource, from_record
 from .data import load_data
 from .runtime import configure_threads, resolve_device, set_determinism, use_channels_last
+from .shortrepr import clip
 
 
 @dataclass
@@ -50,6 +52,9 @@ def load_model(path: str | Path, *, trust_pickle: bool = False, model: Any = Non
         raise DataError(f"{weights}: not a loadable weights-only file ({_weights_only_reason(weights)}); "
                         "tinyvision reads .pt/.pth files with weights_only=True only: save the "
                         "state_dict's tensors alone") from None
+    if meta.get("format", runs.WEIGHTS_FORMAT) != runs.WEIGHTS_FORMAT:  # none: read as this one
+        raise DataError(f"{weights}: weights in format {clip(meta['format'], 60)}, written by another "
+                        f"tinyvision version; this one reads {runs.WEIGHTS_FORMAT}")
     if "spec" not in meta:
         raise DataError(f"{weights}: no tinyvision metadata (spec, classes, input shape)")
     spec, shape, classes = _check_meta(meta, weights)
@@ -146,6 +151,10 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
+            try:  # rglob passes over a folder it cannot list: say so rather than "no image files"
+                os.scandir(p).close()
+            except OSError as exc:
+                raise DataError(f"{p}: cannot read the folder ({exc.strerror or exc})") from None
             found += sorted(f for f in p.rglob("*") if is_image_file(f) and f.is_file())
         elif p.exists():
             found.append(p)

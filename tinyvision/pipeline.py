@@ -70,6 +70,8 @@ def train_runs(configs: Sequence[RunConfig | dict], run_dirs: Optional[Sequence[
         if resume and dirs[0] is not None and (dirs[0] / runs.CHECKPOINT).exists():
             restore_checkpoint(dirs[0] / runs.CHECKPOINT, trainee, member_names(dirs))
             rw.skip_finished()
+        if resume and writer:
+            _record_configs(cfgs, dirs)
         try:
             rw.begin()
             _train(trainee, rw, stop, quiet or not writer, progress_prefix, on_epoch)
@@ -161,6 +163,15 @@ def _open(cfgs: Sequence[RunConfig], run_dirs: Optional[Sequence[str | Path | No
     """Each run's directory, claimed (new) or reopened (resume) and locked while `held` is open."""
     given = list(run_dirs) if run_dirs is not None else [None] * len(cfgs)
     return [rundir.open_run_dir(d, out, cfg, resume=resume, held=held) for d, cfg in zip(given, cfgs)]
+
+
+def _record_configs(cfgs: Sequence[RunConfig], dirs: Sequence[Path | None]) -> None:
+    """On resume, a config that differs from the run's config.yaml (more epochs, another data_dir:
+    cli --resume) replaces it: only now, once data, model and checkpoint were found to fit, so that
+    a resume refused on the way leaves the run's files as they were."""
+    for cfg, run_dir in zip(cfgs, dirs):
+        if run_dir is not None and (not (run_dir / runs.CONFIG).exists() or runs.read_config(run_dir) != cfg):
+            runs.write_config(run_dir, cfg)
 
 
 def _warn_once(message: str) -> None:

@@ -108,6 +108,8 @@ def new_run_dir(root: str | Path, cfg: "RunConfig") -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as exc:  # a file on the way (NotADirectoryError), no permission, a read-only disk
+            raise TinyVisionError(f"cannot create a run directory under {root}: {exc.strerror or exc}") from None
     raise TinyVisionError(f"could not create a new run directory under {root}")
 
 
@@ -118,8 +120,7 @@ def claim_run_dir(path: str | Path) -> Path:
         raise TinyVisionError(f"{path} already holds a run; choose another --run-dir or use --resume")
     if state.kind == Kind.FOREIGN:
         raise TinyVisionError(f"{path} holds files that are not a tinyvision run; choose an empty or new --run-dir")
-    state.path.mkdir(parents=True, exist_ok=True)
-    return state.path
+    return runs.make_dirs(state.path)
 
 
 class RunDirBusy(TinyVisionError):

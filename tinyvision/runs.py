@@ -38,7 +38,8 @@ import torch
 
 from .files import atomic_write, load_state, save_state
 from .config import RunConfig, dump_config, load_config
-from .errors import DataError, TinyVisionError
+from .errors import ConfigError, DataError, TinyVisionError
+from .yamlfile import YamlError, read_yaml_file
 
 if TYPE_CHECKING:
     from .evaluate import Predictions
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 CONFIG, METRICS, RESULT = "config.yaml", "metrics.csv", "result.json"
 WEIGHTS, CHECKPOINT = "model.safetensors", "checkpoint.safetensors"
+WEIGHTS_FORMAT = "tinyvision-weights-1"  # model.safetensors' "format" (writing.py): the one load_model reads
 PREDICTIONS = "predictions.safetensors"
 MODEL_SOURCE = "model_source.py"  # a copy of a user model's file (models.source)
 STEPS = "steps.csv"
@@ -63,10 +65,25 @@ def write_config(run_dir: Path, cfg: RunConfig) -> None:
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
+    """The run's config.yaml; one that this version cannot read (damaged, empty, or with fields or
+    values of another version) is a DataError naming the file and the version that wrote it."""
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise DataError(f"{run_dir}: not a run directory (no {CONFIG})")
-    return load_config(path)
+    try:
+        return load_config(path)
+    except (ConfigError, YamlError) as exc:
+        message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        raise DataError(message + _written_by(run_dir)) from None
+
+
+def _written_by(run_dir: str | Path) -> str:
+    """"; written by tinyvision X, this is Y" where result.json names another version, else ""."""
+    try:
+        written = ((read_result(run_dir) or {}).get("versions") or {}).get("tinyvision")
+    except (DataError, AttributeError):
+        return ""
+    return f"; written by tinyvision {written}, this is {version()}" if written and written != version() else ""
 
 
 def val_name(cfg: RunConfig) -> str:
@@ -143,9 +160,12 @@ def read_result(run_dir: str | Path) -> Optional[dict[str, Any]]:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        result = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError, a folder of that name
         raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(result, dict):
+        raise DataError(f"{path}: expected a JSON object (a run's result), found a {type(result).__name__}")
+    return result
 
 
 def is_complete(run_dir: str | Path) -> bool:
@@ -345,13 +365,26 @@ def claim_record_dir(directory: str | Path, record_file: str, record: dict[str, 
     directory = Path(directory)
     path, text = directory / record_file, yaml.safe_dump(record, sort_keys=False)
     if path.exists():
-        if yaml.safe_load(path.read_text()) != yaml.safe_load(text):
+        try:
+            held = read_yaml_file(path)
+        except YamlError as exc:  # damaged, or not this version's
+            raise DataError(f"{exc}; choose another {hint} (nothing was changed)") from None
+        if held != yaml.safe_load(text):
             raise TinyVisionError(f"{directory} holds a different {what}; choose another {hint} "
                                   "(nothing was changed)")
         return directory
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     atomic_write(path, text)
     return directory
+
+
+def make_dirs(directory: str | Path) -> Path:
+    """The folder and its parents; one that cannot be made (a file in the way, no permission) is one line."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TinyVisionError(f"cannot create the folder {directory}: {exc.strerror or exc}") from None
+    return Path(directory)
 
 
 def copy_run(src: str | Path, dst: str | Path) -> Path:

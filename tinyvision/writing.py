@@ -27,7 +27,7 @@ from .training.build import test_loader
 from .training.loop import restores_best
 from .training.trainee import TraineeBase
 
-WEIGHTS_FORMAT = "tinyvision-weights-1"
+WEIGHTS_FORMAT = runs.WEIGHTS_FORMAT
 
 
 def member_names(run_dirs: Sequence[Optional[Path]]) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -21,7 +22,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from ..tables import num, plain, to_text
 
     rows = []
-    for name in MODELS.names(args.pattern):
+    for name in _matching(MODELS, args.pattern):
         preset = MODELS.get(name)
         params = count_parameters(create_model(name, preset.input_shape, 10))
         rows.append({"name": name, "spec": preset.spec, "input": "x".join(map(str, preset.input_shape)),
@@ -35,11 +36,22 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_recipes(args: argparse.Namespace) -> int:
     from ..recipes import RECIPES
 
-    for name in RECIPES.names(args.pattern):
+    for name in _matching(RECIPES, args.pattern):
         recipe = RECIPES.get(name)
         print(f"{name}: {recipe.description}\n  " + " ".join(f"{k}={v}" for k, v in recipe.values.items()))
     print("use: tinyvision train recipe=NAME [key=value ...] (values given win over the recipe's)")
     return 0
+
+
+def _matching(registry: Any, pattern: str) -> list[str]:
+    """The registry's names matching the pattern; none is an error listing them all."""
+    from ..errors import UnknownNameError
+    from ..yamlfile import clip
+
+    names = registry.names(pattern)
+    if not names:
+        raise UnknownNameError(f"no {registry.kind} matches {clip(pattern, 80)}; valid: {', '.join(registry.names())}")
+    return names
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -49,8 +61,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     from ..config import parse_override
     from ..data import dataset_info
+    from ..errors import ConfigError
     from ..models import MODELS, format_summary, summarize
     from ..models.source import check_output, resolve_model
+    from ..yamlfile import clip
 
     if args.dataset:
         info = dataset_info(args.dataset)
@@ -58,7 +72,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     else:
         shape, classes = (tuple(MODELS.get(args.model).input_shape) if args.model in MODELS else (1, 28, 28)), 10
     model_args = parse_override(f"model_args={args.model_args}")[1] if args.model_args else {}
-    source = resolve_model(args.model, model_args if isinstance(model_args, dict) else None)
+    if not isinstance(model_args, dict):
+        raise ConfigError(f"--model-args {clip(args.model_args, 80)}: expected a YAML mapping of argument: value, "
+                          "e.g. '{width: 64}'")
+    source = resolve_model(args.model, model_args)
     with torch.random.fork_rng():
         model = source.build(shape, classes)
     if not source.is_spec:
@@ -74,9 +91,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     from ..config import load_config
     from ..data import load_data
+    from ..errors import TinyVisionError
     from ..report.dataset import describe, format_description, write_data_grid
     from ..runs import slug
 
+    if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
+        where = "is a folder" if Path(args.out).is_dir() else f"its folder {Path(args.out).parent} does not exist"
+        raise TinyVisionError(f"--out {args.out}: {where}; give the PNG file to write")
     cfg = load_config(None, list(args.overrides), dataset=args.dataset, data_dir=args.data_dir)
     data = load_data(cfg)
     print(format_description(describe(data)))
@@ -95,11 +116,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .. import probe
     from ..config import load_config
     from ..data import dataset_info
+    from ..experiments.spec import check_model
     from ..models.source import resolve_model
     from ..runtime import resolve_device
 
     cfg = load_config(None, list(args.overrides), model=args.model, dataset=args.dataset, batch_size=args.batch_size)
     info = dataset_info(cfg.dataset)
+    check_model(cfg, {})  # a spec or model class that cannot be built: one line now, measured or not
     data = SimpleNamespace(input_shape=tuple(info.input_shape), num_classes=len(info.classes), classes=info.classes)
     device = resolve_device(cfg.device)
     print(f"machine: {probe.machine()}; torch {torch_version()}; device {device}")

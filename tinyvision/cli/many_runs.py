@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import TinyVisionError
+from ..errors import ConfigError
 from .common import _report, _run_config
 
 
@@ -16,7 +16,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     models = [m for m in args.items if "=" not in m]
     overrides = [o for o in args.items if "=" in o]
     if not models:
-        raise TinyVisionError("compare needs at least one model (preset name or spec)")
+        raise ConfigError("compare needs at least one model (preset name or spec)")
     done = compare(models, _run_config(args, overrides), out=args.out, repeats=args.repeats, jobs=args.jobs,
                    quiet=args.quiet, baseline=args.baseline, population=args.population)
     return _finish_experiment(args, *done, interrupted=done.interrupted)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import RunConfig
-from ..errors import TinyVisionError
+from ..errors import ConfigError, TinyVisionError
 from .common import RUN_FLAGS, _report, _run_config
 
 
@@ -41,8 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from ..stopping import EXIT_INTERRUPTED
 
         if args.resume or args.tensorboard:
-            raise TinyVisionError(f"--folds does not go with {'--resume' if args.resume else '--tensorboard'}; "
-                                  "to continue a cross-validation, run it again with --run-dir EXPERIMENT_DIR")
+            raise ConfigError(f"--folds does not go with {'--resume' if args.resume else '--tensorboard'}; "
+                              "to continue a cross-validation, run it again with --run-dir EXPERIMENT_DIR")
         done = cross_validate(_run_config(args, args.overrides), args.folds, out=args.out, exp_dir=args.run_dir,
                               quiet=args.quiet)
         print(f"{done[2]}\nresults in {done[0]} (results.csv, results.md, cv.json)")
@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume = args.run_dir  # torchrun (re)started this job on an unfinished run: continue it
     if resume:
         cfg = _resume_config(args, resume)
-        result = train(cfg, run_dir=resume, resume=True, quiet=args.quiet)
+        result = _as_it_is(resume, cfg) or train(cfg, run_dir=resume, resume=True, quiet=args.quiet)
     else:
         cfg = _run_config(args, args.overrides)
         result = train(cfg, run_dir=args.run_dir, out=args.out, quiet=args.quiet)
@@ -68,8 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _resume_config(args: argparse.Namespace, run: str) -> RunConfig:
     """The run's config.yaml with what this command line changes, where --resume allows it (more
     epochs, data_dir, threads: config.resume_config; else one line saying what cannot change).
-    A change is written to the run's config.yaml, under its lock, before training goes on."""
-    from .. import distributed, rundir, runs
+    train_runs writes a change to the run's config.yaml, under its lock, once the checkpoint fits."""
+    from .. import rundir, runs
     from ..config import requested_values
     from ..config_resume import resume_config
 
@@ -79,13 +79,32 @@ def _resume_config(args: argparse.Namespace, run: str) -> RunConfig:
     if state.population_checkpoint:
         raise TinyVisionError(f"--resume {run}: its checkpoint holds a population of {len(state.checkpoint_members)} "
                               "runs; run its experiment again to continue them")
+    if state.kind == rundir.Kind.FINISHED and not state.has_checkpoint:  # else it would be trained anew, over itself
+        raise TinyVisionError(f"--resume {run}: it is {state.status} and holds no {runs.CHECKPOINT} to continue from; "
+                              f"train a new run with --config {Path(run) / runs.CONFIG} (nothing was changed)")
     saved = runs.read_config(run)
     fields = {name: getattr(args, name) for name in [*RUN_FLAGS, "model"] if hasattr(args, name)}
-    cfg = resume_config(saved, requested_values(args.config, list(args.overrides), **fields), run)
-    if cfg != saved and distributed.context().is_writer:
-        with rundir.lock_run_dir(run):
-            runs.write_config(Path(run), cfg)
-    return cfg
+    return resume_config(saved, requested_values(args.config, list(args.overrides), **fields), run)
+
+
+def _as_it_is(run: str, cfg: RunConfig) -> dict[str, Any] | None:
+    """A finished run resumed with nothing changed: its result.json, the run left as it is (its
+    times and code hash stay those of its training); else None (train_runs resumes it)."""
+    from contextlib import nullcontext
+
+    from .. import distributed, rundir, runs
+    from ..files import load_state
+
+    # as train_runs would, the writer refuses a run that another process is resuming with more epochs
+    with rundir.lock_run_dir(run) if distributed.context().is_writer else nullcontext():
+        state = rundir.inspect_run(run)
+        if state.kind != rundir.Kind.FINISHED or runs.read_config(run) != cfg:
+            return None
+        load_state(Path(run) / runs.CHECKPOINT)  # a damaged checkpoint is refused, as by a resume that trains
+        result = runs.read_result(run) or {}
+    print(f"tinyvision: note: {run} is already {state.status}: nothing to resume (epochs=N, more than "
+          f"{cfg.epochs}, trains it longer)", file=sys.stderr)
+    return {"params": 0, "best_epoch": None, "total_seconds": 0.0, **result, "run_dir": run}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -39,15 +39,20 @@ class RemoteFile:
 
 
 def data_root(data_dir: str | Path | None = None) -> Path:
-    """The explicit folder, else $TINYVISION_DATA, else the user cache (e.g. ~/.cache/tinyvision)."""
+    """The explicit folder, else $TINYVISION_DATA, else the user cache (e.g. ~/.cache/tinyvision);
+    one that exists as a file is a DataError naming it."""
     if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser()
-    env = os.environ.get("TINYVISION_DATA")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
+        root = Path(data_dir).expanduser()
+    elif os.environ.get("TINYVISION_DATA"):
+        root = Path(os.environ["TINYVISION_DATA"]).expanduser()
+    else:
+        import platformdirs
 
-    return Path(platformdirs.user_cache_dir("tinyvision"))
+        root = Path(platformdirs.user_cache_dir("tinyvision"))
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: not a folder; the dataset folder (data_dir, --data-dir or $TINYVISION_DATA) "
+                        "must be a folder")
+    return root
 
 
 def offline() -> bool:

@@ -64,7 +64,10 @@ def load_image_folder(root: str | Path, *, size: int, channels: int, skip_bad: b
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder with one sub-folder of images per class")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    try:
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    except OSError as exc:  # no permission to list it
+        raise DataError(f"{root}: cannot read the folder ({exc.strerror or exc})") from None
     folders = [p for p in entries if p.is_dir()]
     if not folders:
         raise DataError(f"{root}: expected one sub-folder of images per class, found none")
@@ -89,7 +92,12 @@ def load_image_folder(root: str | Path, *, size: int, channels: int, skip_bad: b
 def _read_class(folder: Path, root: Path, size: int, channels: int, found: FolderImages) -> list[np.ndarray]:
     """The readable images of one class folder; records the rest in `found`."""
     images = []
-    for p in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:  # no permission: the class is unreadable, as if none of its images could be read
+        found.bad_images.append((folder.name + "/", f"cannot read the folder ({exc.strerror or exc})"))
+        return images
+    for p in entries:
         name = p.relative_to(root).as_posix()
         if p.name.startswith("."):
             continue  # .DS_Store, macOS "._x.png" forks: never images, not worth a warning
@@ -112,7 +120,8 @@ def _check_folder_problems(root: Path, found: FolderImages, skip_bad: bool) -> N
     something readable is left)."""
     bad, empty = found.bad_images, found.empty_classes
     if len(bad) + len(empty) == 1:  # a single problem: its own path first
-        text = (f"{root / bad[0][0]}: expected a PNG/JPEG image: {bad[0][1]}" if bad else
+        what = "" if bad and bad[0][0].endswith("/") else "expected a PNG/JPEG image: "  # a folder
+        text = (f"{root / bad[0][0]}: {what}{bad[0][1]}" if bad else
                 f"{root / empty[0]}: expected PNG/JPEG images, found none "
                 f"(image files end in {', '.join(IMAGE_SUFFIXES)})")
         them = "it"

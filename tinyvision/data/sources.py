@@ -36,7 +36,11 @@ def _load_folder(path: Path, size: int, channels: int, skip_bad: bool,
                  found: list[FolderImages]) -> tuple[Arrays, tuple[str, ...]]:
     """PATH/train and PATH/test class folders, or PATH's class folders with 20% held out; what
     each read is appended to `found`."""
-    if (path / "train").is_dir() and (path / "test").is_dir():
+    try:
+        splits = (path / "train").is_dir() and (path / "test").is_dir()
+    except OSError as exc:  # no permission to look inside it
+        raise DataError(f"{path}: cannot read the folder ({exc.strerror or exc})") from None
+    if splits:
         train = load_image_folder(path / "train", size=size, channels=channels, skip_bad=skip_bad)
         test = load_image_folder(path / "test", size=size, channels=channels, skip_bad=skip_bad)
         if test.classes != train.classes:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..config import RunConfig
+from ..errors import ConfigError
 from ..files import atomic_write
 from ..tables import to_csv
 
@@ -30,6 +31,9 @@ def lr_find(cfg: RunConfig, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps
     pipeline.train_runs takes them."""
     from ..pipeline import prepare  # experiments sit above the pipeline
 
+    if not 0 < min_lr < max_lr < math.inf:  # NaN fails too
+        raise ConfigError(f"lr-find needs 0 < min_lr < max_lr, got min_lr {min_lr:g} and max_lr {max_lr:g} "
+                          "(--min-lr, --max-lr)")
     trainee, _ = prepare([cfg.model_copy(update={"schedule": "none", "lr": min_lr})], model, loss)
     groups = trainee.optimizer.param_groups
     rows, avg, best, stopped = [], 0.0, math.inf, "max_lr"
@@ -74,9 +78,9 @@ def write_lr_find(out_dir: str | Path, found: dict[str, Any], cfg: RunConfig) ->
     lr_find.png (the curve with the suggestion marked: report.lr_find) in out_dir."""
     from ..report.lr_find import plot_lr_find
     from ..report.plots import figure_png
+    from ..runs import make_dirs
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dirs(out_dir)
     atomic_write(out_dir / CSV, to_csv(found["rows"]))
     summary = {k: v for k, v in found.items() if k != "rows"}
     atomic_write(out_dir / SUMMARY, json.dumps({**summary, "config": cfg.model_dump()}, indent=2))

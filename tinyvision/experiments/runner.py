@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from .. import rundir, runs
 from ..config import RunConfig
+from ..errors import ConfigError
 from ..files import atomic_write
 from ..shortrepr import clip_text
 from ..stopping import StopRequest, stop_on_signals
@@ -55,7 +56,7 @@ def manifest(experiment: Experiment, exp_dir: Path, jobs: list[RunJob]) -> dict[
 def prepare_dir(experiment: Experiment, exp_dir: Path) -> list[RunJob]:
     """Create (or re-open) the experiment directory; refuse one holding a different experiment.
     Under the directory's lock, so shards started at once agree on which experiment it holds."""
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    runs.make_dirs(exp_dir)
     with experiment_lock(exp_dir):
         runs.claim_record_dir(exp_dir, SPEC_FILE, experiment.spec.model_dump(),
                               what="experiment", hint="--out or name")
@@ -192,9 +193,21 @@ def run_experiment(experiment: Experiment, exp_dir: str | Path, *, jobs: int = 1
     can train together do, as populations of at most `population` (None: chosen from memory; 1: one
     at a time); the files and tables are the same either way. sources: models given in Python."""
     exp_dir = Path(exp_dir)
+    check_baseline(experiment, baseline)
     results = execute(prepare_dir(experiment, exp_dir), workers=jobs, quiet=quiet, population=population,
                       sources=sources)
     return ExperimentRun(exp_dir, *_tables(exp_dir, baseline), interrupted=interrupted(results))
+
+
+def check_baseline(experiment: Experiment, baseline: str | None) -> None:
+    """`baseline` names a point (its varied value, label or id, as results.compare_points finds it
+    in the rows): checked before anything runs, not once every run has trained."""
+    if baseline is None:
+        return
+    names = [[p.id, p.label, *(str(v) for v in p.values.values() if len(p.values) == 1)] for p in experiment.points]
+    if not any(baseline in n for n in names):
+        shown = ", ".join(n[-1] for n in names)  # the varied value, else the label
+        raise ConfigError(f"--baseline {baseline!r} is not a point of this experiment ({shown})")
 
 
 def _tables(exp_dir: Path, baseline: Optional[str]) -> tuple[list[dict[str, Any]], str]:
@@ -212,6 +225,7 @@ def run_shard(experiment: Experiment, exp_dir: str | Path, shard: Shard, *, jobs
     """Run this shard's slice of the experiment into `exp_dir` (shared with the other shards); the
     tables are written only when every run of the experiment is finished."""
     exp_dir = Path(exp_dir)
+    check_baseline(experiment, baseline)
     results = execute(shard.select(prepare_dir(experiment, exp_dir)), workers=jobs, quiet=quiet,
                       population=population)
     finished, total = finished_runs(exp_dir)

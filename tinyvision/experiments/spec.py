@@ -13,6 +13,7 @@ is refused (the axis would silently win), see `check_overrides`.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -135,12 +136,21 @@ def check_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
                                   "change the file's grid/zip instead")
 
 
+def name_from_file(path: str | Path) -> str:
+    """The default name of an experiment or tune file: its stem, made file-name-safe when it holds
+    spaces or other letters than A-Z, digits, '.', '_' and '-' ("my sweep é.yaml": my_sweep)."""
+    from ..runs import slug  # runs imports torch: only here
+
+    stem = Path(path).stem
+    return stem if re.fullmatch(r"[A-Za-z0-9._-]+", stem) else slug(stem)
+
+
 def load_experiment(path: str | Path, *, overrides: Sequence[str] = (),
                     repeats: Optional[int] = None) -> Experiment:
     """An experiment file, with optional `key=value` overrides of its base config (not of a field
     that the file varies: ConfigError)."""
-    data = read_yaml(path)
-    data.setdefault("name", Path(path).stem)
+    data = read_yaml(path, "experiment file")
+    data.setdefault("name", name_from_file(path))
     if overrides:
         changes = dict(parse_override(o) for o in overrides)
         check_overrides(data, changes)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import RunConfig, _field_error, make_config, parse_override, read_yaml
 from ..errors import ConfigError, TinyVisionError
 from ..models import resolve_spec
+from .spec import name_from_file
 
 MACHINE_FIELDS = {"data_dir", "device", "threads"}  # may differ between machines sharing a study
 MAX_CORNERS = 4096  # search corners validated together; beyond this each axis alone
@@ -200,8 +201,8 @@ def build_tune(data: dict[str, Any] | TuneFile) -> TuneSpec:
 
 def load_tune(path: str | Path, overrides: Sequence[str] = ()) -> TuneSpec:
     """A tune file; `key=value` overrides fix base fields (a searched field given here is fixed)."""
-    data = read_yaml(path)
-    data.setdefault("name", Path(path).stem)
+    data = read_yaml(path, "tune file")
+    data.setdefault("name", name_from_file(path))
     if overrides:
         fixed = dict(parse_override(o) for o in overrides)
         base = data.get("base") if isinstance(data.get("base"), dict) else {}

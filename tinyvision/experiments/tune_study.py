@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import TinyVisionError
+from ..errors import DataError, TinyVisionError
+from ..files import one_line
 from .tune_spec import TuneSpec
 
 
@@ -21,8 +22,16 @@ def open_storage(url: str) -> Any:
     import optuna
 
     if "://" not in url:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+        from ..runs import make_dirs
+
+        if Path(url).is_dir():
+            raise TinyVisionError(f"--storage {url}: is a folder; give a journal file, e.g. {Path(url) / 'study.journal'}")
+        make_dirs(Path(url).parent)
+        try:
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # damaged, or not a journal file
+            raise DataError(f"{url}: not an Optuna journal file that can be read ({type(exc).__name__}: "
+                            f"{one_line(exc)})") from None
     import sqlalchemy.exc
 
     try:  # heartbeats let a later worker fail the trials of a worker that died
