@@ -520,3 +520,21 @@ def test_write_tensorboard_writes_the_metrics(run_dir) -> None:
         np.testing.assert_allclose([s.value for s in scalars], [r[column] for r in rows], rtol=1e-6)
     (test,) = events.Scalars("accuracy/test")
     assert test.value == pytest.approx(runs.read_result(run_dir)["test"]["accuracy"])
+
+
+def test_step_curve_bands_stay_inside_what_losses_and_accuracies_can_be():
+    """Seeds at 13% and 93% (a mean of 53% ± 57%) must not draw a band below 0% or above 100%, nor
+    a loss band below 0; a run diverging to 3,000 nats puts the loss panel on a log scale."""
+    from tinyvision.report.plots import plot_step_curves
+
+    def run(losses, accs):
+        return [{"step": i + 1, "train_loss": l, "train_accuracy": a} for i, (l, a) in enumerate(zip(losses, accs))]
+
+    wild = [run([2.3, 0.5, 0.1], [0.10, 0.50, 0.93]), run([2.3, 2.2, 2.3], [0.10, 0.11, 0.13])]
+    diverged = [run([2.3, 3000.0, 2.3], [0.1, 0.1, 0.1]), run([2.3, 2.0, 1.9], [0.1, 0.2, 0.3])]
+    fig = plot_step_curves([("lr=0.1", wild), ("lr=1", diverged)])
+    ax_loss, ax_acc = fig.axes[:2]
+    assert ax_loss.get_yscale() == "log"
+    for ax, low, high in ((ax_acc, 0.0, 100.0), (ax_loss, 0.0, float("inf"))):
+        ys = [y for band in ax.collections for path in band.get_paths() for _, y in path.vertices]
+        assert ys and low <= min(ys) and max(ys) <= high

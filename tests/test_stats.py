@@ -358,3 +358,16 @@ def test_module_does_not_import_torch() -> None:
             "m.verdict(m.compare([1, 2, 3], [2, 3, 4], name_a='a', name_b='b'))\n"
             "assert 'torch' not in sys.modules, 'stats imported torch'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_difference_of_accuracies_has_its_interval_inside_plus_minus_100_points() -> None:
+    """The classic lr sweep's seeds at lr 0.1 (13%-93%) against lr 1e-6 (~10%): a plain Welch
+    interval reaches +104 points; a difference of proportions cannot, so it is clipped at 1."""
+    wild, flat = [0.13, 0.93, 0.11, 0.92, 0.85], [0.09, 0.10, 0.095, 0.098, 0.091]
+    plain = compare(wild, flat, name_a="0.1", name_b="1e-06")
+    bounded = compare(wild, flat, name_a="0.1", name_b="1e-06", proportion=True)
+    assert plain.ci_high > 1.0 and bounded.ci_high == 1.0
+    assert bounded.ci_low == plain.ci_low and bounded.p_value == plain.p_value  # the test itself is unchanged
+    tight = compare([0.95, 0.96, 0.97], [0.90, 0.91, 0.92], name_a="a", name_b="b", proportion=True)
+    loose = compare([0.95, 0.96, 0.97], [0.90, 0.91, 0.92], name_a="a", name_b="b")
+    assert (tight.ci_low, tight.ci_high) == (loose.ci_low, loose.ci_high)  # inside the bounds: unchanged

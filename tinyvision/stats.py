@@ -218,8 +218,9 @@ def _welch(a: np.ndarray, b: np.ndarray, sa: float, sb: float,
 
 def compare(a: Sequence[Optional[float]], b: Sequence[Optional[float]], *, name_a: str,
             name_b: str, metric: str = "test accuracy", higher_is_better: bool = True,
-            confidence: float = 0.95) -> Difference:
-    """Welch comparison of per-seed values a (candidate) and b (reference).
+            confidence: float = 0.95, proportion: bool = False) -> Difference:
+    """Welch comparison of per-seed values a (candidate) and b (reference); a proportion's
+    difference and its interval lie in [-1, 1] (the interval is clipped there).
 
     None/NaN values are ignored. Degenerate cases:
     - fewer than 2 values on either side: p and CI are NaN (the verdict says it cannot test);
@@ -238,6 +239,7 @@ def compare(a: Sequence[Optional[float]], b: Sequence[Optional[float]], *, name_
         lo, hi, p = diff, diff, (1.0 if diff == 0.0 else 0.0)
     else:
         lo, hi, p = _welch(xa, xb, sa, sb, confidence)
+    lo, hi = (max(lo, -1.0), min(hi, 1.0)) if proportion and not math.isnan(lo) else (lo, hi)
     return Difference(name_a, name_b, metric, diff, lo, hi, p, int(xa.size), int(xb.size),
                       higher_is_better, p, ma, mb, sa, sb, confidence)
 

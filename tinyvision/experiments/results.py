@@ -133,7 +133,8 @@ def compare_points(rows: list[dict[str, Any]], baseline: Optional[str] = None) -
     differences = {}
     for metric, (words, higher, _, _) in VERDICT_METRICS.items():
         diffs = [compare(r["_values"][metric], reference["_values"][metric], name_a=point_name(r),
-                         name_b=point_name(reference), metric=words, higher_is_better=higher) for r in others]
+                         name_b=point_name(reference), metric=words, higher_is_better=higher,
+                         proportion=metric == "test_accuracy") for r in others]
         differences[metric] = holm(diffs)
     return Comparisons(point_name(reference), differences)
 

@@ -114,6 +114,24 @@ def points_validation_name(points: Sequence[PointRecord]) -> str:
     return names.pop() if len(names) == 1 else "validation"
 
 
+def _band(ax, xs: Sequence[float], mean: Sequence[float], std: Sequence[float], scale: float, color: Any,
+          alpha: float, upper: Optional[float]) -> None:
+    """A mean ± 1 std band, kept inside what the quantity can be: a loss is never below 0, an
+    accuracy or error in percent never outside 0 to 100 (seeds at 13% and 93% must not draw -20%)."""
+    low = [max(0.0, m - scale * s) for m, s in zip(mean, std)]
+    high = [m + scale * s if upper is None else min(upper, m + scale * s) for m, s in zip(mean, std)]
+    ax.fill_between(xs, low, high, color=color, alpha=alpha, linewidth=0)
+
+
+def _fit_loss_axis(ax, curves: Sequence[Sequence[float]]) -> None:
+    """A log scale for losses that span more than three decades (a diverging run at 3,000 nats
+    beside converged ones at 0.05 would flatten every other curve to the floor)."""
+    values = [v for curve in curves for v in curve if v > 0 and math.isfinite(v)]
+    if values and max(values) / min(values) > 1e3:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=min(values) / 3)  # a band clipped at 0 would reach down without end
+
+
 def _mean_by_step(runs_steps: Sequence[Sequence[dict[str, float]]], key: str
                   ) -> tuple[list[float], list[float], list[float]]:
     """(steps, mean, std) of a steps.csv column over runs; a step counts the runs that logged it."""
@@ -133,19 +151,23 @@ def plot_step_curves(series: Sequence[tuple[str, Sequence[Sequence[dict[str, flo
     the spread over initialisations."""
     fig, (ax_loss, ax_acc) = new_figure(11, 4, ncols=2)
     colors = _colors(len(series), ordered=False)
+    losses = []
     for (label, runs_steps), color in zip(series, colors):
-        for ax, key, scale in ((ax_loss, "train_loss", 1.0), (ax_acc, f"train_{metric}", 100.0)):
+        for ax, key, scale, upper in ((ax_loss, "train_loss", 1.0, None), (ax_acc, f"train_{metric}", 100.0, 100.0)):
             steps, mean, std = _mean_by_step(runs_steps, key)
             mean = [scale * m for m in mean]
             n = len(runs_steps)
             ax.plot(steps, mean, color=color, linewidth=1.2, label=label + (f" (n={n})" if n > 1 else ""))
             if n > 1:
-                ax.fill_between(steps, [m - scale * s for m, s in zip(mean, std)],
-                                [m + scale * s for m, s in zip(mean, std)], color=color, alpha=0.2, linewidth=0)
+                _band(ax, steps, mean, std, scale, color, 0.2, upper)
+            if ax is ax_loss:
+                losses.append(mean)
+    _fit_loss_axis(ax_loss, losses)
     _style(ax_loss, "training loss per step", "step", LOSS_LABEL)
     _style(ax_acc, f"training {metric} per step", "step", metric_label(metric))
     if series:
-        ax_acc.legend(fontsize=8, title="mean ± 1 std" if any(len(r) > 1 for _, r in series) else None)
+        ax_acc.legend(fontsize=8, title="mean ± 1 std" if any(len(r) > 1 for _, r in series) else None,
+                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title)
     return fig
 
@@ -179,9 +201,7 @@ def plot_sweep_curves(points: Sequence[PointRecord], *, metric: str = "accuracy"
             mean_pct = [100 * m for m in mean]
             ax.plot(epochs, mean_pct, color=color, label=point.label + (f" (n={n})" if n > 1 else ""))
             if n > 1:
-                ax.fill_between(epochs, [m - 100 * s for m, s in zip(mean_pct, std)],
-                                [m + 100 * s for m, s in zip(mean_pct, std)], color=color, alpha=0.2,
-                                linewidth=0)
+                _band(ax, epochs, mean_pct, std, 100.0, color, 0.2, 100.0)
         _style(ax, f"{name} {metric}", "epoch", ylabel)
         ax.xaxis.get_major_locator().set_params(integer=True)
     if points:
@@ -332,20 +352,23 @@ def plot_comparison_curves(points: Sequence[PointRecord], *, metric: str = "accu
     points = [p for p in points if p.completed]
     watched = points_validation_name(points)
     fig, (ax_loss, ax_acc) = new_figure(11, 4.4, ncols=2)
+    losses = []
     for point, color in zip(points, _colors(len(points), ordered=False)):
-        for ax, key, scale in ((ax_loss, "loss", 1.0), (ax_acc, metric, 100.0)):
+        for ax, key, scale, upper in ((ax_loss, "loss", 1.0, None), (ax_acc, metric, 100.0, 100.0)):
             for split, style in (("val", "-"), ("train", ":")):
                 epochs, mean, std, n = _mean_curve(point, f"{split}_{key}")
                 mean = [scale * m for m in mean]
                 ax.plot(epochs, mean, color=color, linestyle=style,
                         label=f"{point.name} {watched if split == 'val' else 'train'}")
                 if n > 1:
-                    ax.fill_between(epochs, [m - scale * s for m, s in zip(mean, std)],
-                                    [m + scale * s for m, s in zip(mean, std)], color=color, alpha=0.15, linewidth=0)
+                    _band(ax, epochs, mean, std, scale, color, 0.15, upper)
+                if ax is ax_loss:
+                    losses.append(mean)
             test = point_summary(point, f"test.{key}", "nonnegative" if key == "loss" else "proportion")
             if not math.isnan(test.mean):
                 ax.axhline(scale * test.mean, color=color, linestyle="--", linewidth=1.2,
                            label=f"{point.name} test {scale * test.mean:.{2 if scale > 1 else 3}f}")
+    _fit_loss_axis(ax_loss, losses)
     _style(ax_loss, "loss per epoch", "epoch", LOSS_LABEL)
     _style(ax_acc, f"{metric} per epoch", "epoch", ylabel)
     for ax in (ax_loss, ax_acc):
