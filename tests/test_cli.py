@@ -302,7 +302,7 @@ def test_train_writes_a_complete_run_directory(capsys, tmp_path):
 
     result = read_json(run / "result.json")
     assert result["status"] == "completed"
-    assert result["params"] == 109_418 and result["epochs_run"] == 2
+    assert result["params"] == 53_194 and result["epochs_run"] == 2
     assert result["best_epoch"] in (1, 2)
     test = result["test"]
     assert 0.0 <= test["accuracy"] <= 1.0 and test["error"] == pytest.approx(1 - test["accuracy"])
@@ -326,7 +326,7 @@ def test_saved_config_reruns_the_same_run(capsys, tmp_path, digits_run):
     rerun = single_run_dir(tmp_path)
     assert (rerun / "config.yaml").read_text() == (digits_run / "config.yaml").read_text()
     original, again = read_json(digits_run / "result.json"), read_json(rerun / "result.json")
-    assert again["status"] == "completed" and again["epochs_run"] == 2 and again["params"] == 109_418
+    assert again["status"] == "completed" and again["epochs_run"] == 2 and again["params"] == 53_194
     if original["device"] == again["device"] == "cpu":  # same seed, same CPU: the same numbers
         assert again["test"]["accuracy"] == pytest.approx(original["test"]["accuracy"], abs=1e-6)
 
@@ -526,7 +526,7 @@ def test_compare_two_models(capsys, tmp_path):
 
     results = [read_json(p) for p in exp_dir.rglob("result.json")]
     assert sorted((r["model"], r["status"], r["epochs_run"], r["params"]) for r in results) == [
-        ("digits-cnn", "completed", 2, 109_418), ("digits-mlp", "completed", 2, 23_146)]
+        ("digits-cnn", "completed", 2, 53_194), ("digits-mlp", "completed", 2, 23_146)]
 
 
 @pytest.mark.parametrize("argv", [
