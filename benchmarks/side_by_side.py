@@ -80,7 +80,7 @@ def preloaded(case: dict, data: Any, steps: int, warmup: int, channels_last: boo
     return (time.perf_counter() - start) / steps
 
 
-class _Marks:
+class StepMarks:
     """The loop's progress ticks: a timestamp per step (train_epoch calls tick after each)."""
 
     def __init__(self, stop_after: int) -> None:
@@ -92,7 +92,7 @@ class _Marks:
 
 
 class _StopAfter(StopRequest):
-    def __init__(self, marks: _Marks, n: int) -> None:
+    def __init__(self, marks: StepMarks, n: int) -> None:
         super().__init__()
         self.marks, self.n = marks, n
 
@@ -105,7 +105,7 @@ def tinyvision(case: dict, data: Any, data_dir: str, steps: int, warmup: int, **
     """Seconds per timed step of tinyvision's own loop (train_epoch), and what auto decided."""
     cfg = make_config({"dataset": "mnist", "data_dir": data_dir, "batch_size": BATCH, **case, **pinned})
     trainee, _ = prepare([cfg], data=data)
-    marks = _Marks(warmup + steps)
+    marks = StepMarks(warmup + steps)
     train_epoch(trainee, marks.stop, marks)
     return (marks.times[-1] - marks.times[warmup - 1]) / steps, trainee.decision
 

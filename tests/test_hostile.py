@@ -287,6 +287,8 @@ CASES = [
          FILE_ERROR, both(class_folders("pets", "cat", "dog"), chmod("pets", 0)), unreadable=True),
     Case("predict FOLDER chmod 000", ("predict", "{run}", "{tmp}/pngs"), "pngs: cannot read the folder", FILE_ERROR,
          both(pngs("pngs", 2), chmod("pngs", 0)), unreadable=True),
+    Case("predict FOLDER, a sub-folder chmod 000", ("predict", "{run}", "{tmp}/pngs"), "sub: cannot read the folder",
+         FILE_ERROR, both(pngs("pngs", 2), pngs("pngs/sub", 2), chmod("pngs/sub", 0)), unreadable=True),
     Case("train --config chmod 000", ("train", "--config", "{tmp}/c.yaml", *OUT), "c.yaml",
          setup=both(write("c.yaml", "epochs: 1\n"), chmod("c.yaml", 0)), unreadable=True),
     Case("train --out chmod 555", ("train", *TINY, "--out", "{tmp}/ro"), "ro", FILE_ERROR,

@@ -151,10 +151,7 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            try:  # rglob passes over a folder it cannot list: say so rather than "no image files"
-                os.scandir(p).close()
-            except OSError as exc:
-                raise DataError(f"{p}: cannot read the folder ({exc.strerror or exc})") from None
+            _check_readable_tree(p)
             found += sorted(f for f in p.rglob("*") if is_image_file(f) and f.is_file())
         elif p.exists():
             found.append(p)
@@ -163,6 +160,15 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     if not found:
         raise DataError(f"no image files found in {', '.join(map(str, paths))}")
     return found
+
+
+def _check_readable_tree(folder: Path) -> None:
+    """rglob passes over a folder (or sub-folder) it cannot list: say so rather than predict for
+    part of the images, or say "no image files"."""
+    def refuse(exc: OSError) -> None:
+        raise DataError(f"{exc.filename or folder}: cannot read the folder ({exc.strerror or exc})")
+    for _ in os.walk(folder, onerror=refuse):
+        pass
 
 
 def _weights_only_reason(path: Path) -> str:
