@@ -734,3 +734,18 @@ def test_quiet_train_still_says_why_a_run_did_not_complete(capsys, tmp_path):
     # lr=10 overflows within the first steps; whether the loss first shows as nan or inf, and in which
     # of the first epochs, depends on the CPU's rounding
     assert re.match(r"diverged: training loss became (nan|inf) at epoch [12]\b", err.strip()), err
+
+
+def test_sigterm_before_a_run_starts_ends_the_command_like_ctrl_c() -> None:
+    """A SIGTERM that comes before a run holds the stop signals (torch still importing, data
+    loading) ends the command with 130 and one line, as Ctrl-C does, not by the signal."""
+    code = ("import argparse, os, signal, time\n"
+            "from tinyvision import cli\n"
+            "def loading(args):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(60)\n"
+            "    return 0\n"
+            "cli._parse = lambda argv: argparse.Namespace(func=loading)\n"
+            "cli.entry()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr.strip()) == (130, "tinyvision: interrupted")

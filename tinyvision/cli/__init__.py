@@ -80,6 +80,10 @@ def entry() -> None:
     # deterministic=true). So set it for every run, deterministic or not: a fixed workspace of
     # 8 x 4 MiB per cuBLAS handle, torch's default on H100/H200, elsewhere ~24 MiB more GPU memory.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # SIGTERM as Ctrl-C wherever no run holds the stop signals (stopping.stop_on_signals takes them
+    # while runs train): one that comes while torch is imported or the data loaded ends the command
+    # with 130 and "interrupted", as documented, instead of killing it by the signal
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         code = main()
         sys.stdout.flush()  # a closed pipe shows here at the latest, not in the interpreter's exit
