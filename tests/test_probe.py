@@ -76,6 +76,15 @@ def test_a_pinned_setting_is_never_measured_nor_overridden(measured) -> None:
     assert set(decision.notes) == {"precision", "threads", "channels_last"}
 
 
+def test_a_pinned_setting_read_with_a_cached_choice_is_not_recorded_as_measured(measured) -> None:
+    measured["costs"] = {("precision", "fp32"): 9.0}
+    assert decide(make_config(model="digits-cnn"), measured).precision == "bf16"  # measured, then cached
+    pinned = decide(make_config(model="digits-cnn", precision="fp32"), measured)  # the same cache entry
+    assert pinned.cached and pinned.precision == "fp32"
+    assert "precision" not in pinned.measured and "precision" not in pinned.timings
+    assert pinned.notes["precision"] == "pinned by the config" and "threads" in pinned.measured
+
+
 def test_the_cache_is_keyed_by_model_and_torch_version(measured, monkeypatch) -> None:
     cfg = make_config(model="digits-cnn")
     first = decide(cfg, measured)

@@ -194,7 +194,9 @@ def decide(cfg: RunConfig, source: Any, data: Any, device: torch.device,
         decision = Decision(found.precision if "precision" in open_settings else decision.precision,
                             found.threads if "threads" in open_settings else decision.threads,
                             found.channels_last if "channels_last" in open_settings else decision.channels_last,
-                            found.timings, found.measured, {**found.notes, **decision.notes}, True, key)
+                            {k: v for k, v in found.timings.items() if k in open_settings},
+                            [m for m in found.measured if m in open_settings],  # a pinned one was not measured
+                            {**found.notes, **decision.notes}, True, key)
         configure_threads(decision.threads)
         return decision
     decision = _measure(cfg, source, data, device, decision, open_settings, timer)
