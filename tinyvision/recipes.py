@@ -25,12 +25,15 @@ def add_recipe(name: str, description: str, **values: Any) -> None:
     RECIPES.add(name, Recipe(name, description, values))
 
 
-# shared by the CNN recipes: Adam under a one-cycle schedule, label smoothing
-_ONECYCLE = dict(optimizer="adam", schedule="onecycle", label_smoothing=0.1)
+# shared by the CNN recipes: Adam under a one-cycle schedule, label smoothing, and the last epoch's
+# weights kept: one-cycle anneals the lr to ~0 at its end, so its last epoch is the model; an epoch
+# picked mid-cycle by validation NLL (at a high lr) is the worse pick (mnist-accurate, seed 2: best
+# validation NLL at epoch 3 with 98.94% validation accuracy, against 99.42% at epoch 8)
+_ONECYCLE = dict(optimizer="adam", schedule="onecycle", label_smoothing=0.1, restore_best=False)
 
 add_recipe("digits-cnn", "Digits: CNN with batch norm, 1-px shifts, one-cycle, label smoothing (~97% test)",
            dataset="digits", model="digits-cnn", batch_norm=True, augment="translate", translate=1,
-           optimizer="adam", schedule="onecycle", lr=3e-3, label_smoothing=0.1, epochs=40, batch_size=64)
+           lr=3e-3, epochs=40, batch_size=64, **_ONECYCLE)
 add_recipe("digits-accurate", "Digits: unpooled CNN (8x8 kept), dropout, 1-px shifts, 80 epochs, 100 validation "
            "images, shift TTA (~99.0% test)",
            dataset="digits", model="cnn:32-64/k3/nopool/bn/fc128/drop0.3", augment="translate",
