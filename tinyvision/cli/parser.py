@@ -3,7 +3,7 @@ descriptions of config fields come from config.py)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from .. import __version__
 from ..config import DEFAULT_REPEATS
@@ -227,17 +227,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     return parser
 
-
-def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """parse_args, but `key=value` overrides may also come after flags (argparse fills a
-    positional list only once, before the first flag)."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    late = [t for t in extra if "=" in t and not t.startswith("-")]
-    unknown = [t for t in extra if t not in late]
-    target = "items" if hasattr(args, "items") else "overrides"
-    if unknown or (late and not hasattr(args, target)):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or late)}")
-    if late:
-        setattr(args, target, [*getattr(args, target), *late])
-    return args
