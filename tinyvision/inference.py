@@ -151,8 +151,7 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            _check_readable_tree(p)
-            found += sorted(f for f in p.rglob("*") if is_image_file(f) and f.is_file())
+            found += _image_files_under(p)
         elif p.exists():
             found.append(p)
         else:
@@ -162,13 +161,15 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def _check_readable_tree(folder: Path) -> None:
-    """rglob passes over a folder (or sub-folder) it cannot list: say so rather than predict for
-    part of the images, or say "no image files"."""
+def _image_files_under(folder: Path) -> list[Path]:
+    """The image files under `folder`, at any depth, sorted, in one walk; a folder (or sub-folder)
+    that cannot be listed is one line, rather than predictions for part of the images or "no image
+    files" (a plain glob passes over it)."""
     def refuse(exc: OSError) -> None:
         raise DataError(f"{exc.filename or folder}: cannot read the folder ({exc.strerror or exc})")
-    for _ in os.walk(folder, onerror=refuse):
-        pass
+    found = [Path(top) / name for top, _, names in os.walk(folder, onerror=refuse, followlinks=True)
+             for name in names]
+    return sorted(f for f in found if is_image_file(f) and f.is_file())
 
 
 def _weights_only_reason(path: Path) -> str:
